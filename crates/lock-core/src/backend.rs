@@ -1,0 +1,292 @@
+//! The contract a backend implements: a few atomic operations on a lock's lease set.
+//!
+//! Every lock is a set of leases under a [`LockKey`]. Mutexes, read-write locks and semaphores
+//! are one state machine: each lease has a *weight* ([`AcquireRequest::weight`]) and a request is
+//! granted when the weights of the valid leases, plus those of older waiting claims, plus its
+//! own, stay within the lock's limit. A mutex is limit 1; a read-write lock is limit
+//! [`u32::MAX`] where a writer weighs the whole limit and a reader 1; a semaphore is its limit
+//! and each request weighs its permits. Blocking waits, retries, guards and auto-extension are
+//! built once on top, in the lock handles.
+
+use crate::{Error, FencingToken, LeaseId, LockInfo, LockKey, Metadata, Mode, Result};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A boxed, `Send` future, as returned by [`DynBackend`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One attempt to add a lease to a lock.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AcquireRequest {
+    /// The lock.
+    pub key: LockKey,
+    /// The id the new lease gets; also the id of this request's waiting claim.
+    pub lease_id: LeaseId,
+    /// The owner recorded in the lease.
+    pub owner: Arc<str>,
+    /// Exclusive or shared.
+    pub mode: Mode,
+    /// Permits requested (1 unless this is a semaphore).
+    pub permits: u32,
+    /// The lock's limit: 1 for a mutex, `u32::MAX` for a read-write lock, the semaphore's limit.
+    pub limit: u32,
+    /// The lease's time to live, measured by the backend's clock.
+    pub ttl: Duration,
+    /// Stored with the lease.
+    pub metadata: Arc<Metadata>,
+    /// `Some(claim_ttl)` when the caller will wait: if the lock is busy, the backend records (or
+    /// refreshes) a waiting claim with this id that expires `claim_ttl` from now. Newer requests
+    /// count older claims as if they were held, which gives writers preference over new readers
+    /// and keeps large semaphore requests from starving. `None` for `try_*`: nothing is recorded.
+    pub claim: Option<Duration>,
+}
+
+impl AcquireRequest {
+    /// Builds a request. The `claim` starts as `None`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: LockKey,
+        lease_id: LeaseId,
+        owner: Arc<str>,
+        mode: Mode,
+        permits: u32,
+        limit: u32,
+        ttl: Duration,
+        metadata: Arc<Metadata>,
+    ) -> Self {
+        AcquireRequest {
+            key,
+            lease_id,
+            owner,
+            mode,
+            permits,
+            limit,
+            ttl,
+            metadata,
+            claim: None,
+        }
+    }
+
+    /// The share of the limit this request takes: the whole limit when exclusive, its permits
+    /// when shared.
+    pub fn weight(&self) -> u64 {
+        weight(self.mode, self.permits, self.limit)
+    }
+
+    /// The error a backend returns when the stored limit of a semaphore differs from this
+    /// request's.
+    pub fn limit_mismatch(&self, stored: u32) -> Error {
+        Error::invalid_argument(format!(
+            "semaphore {:?} was created with limit {stored}, but this handle uses limit {}",
+            self.key.name(),
+            self.limit
+        ))
+    }
+}
+
+/// The weight of a lease: `limit` when exclusive, `permits` when shared.
+pub fn weight(mode: Mode, permits: u32, limit: u32) -> u64 {
+    match mode {
+        Mode::Exclusive => u64::from(limit),
+        Mode::Shared => u64::from(permits),
+    }
+}
+
+/// The answer to an [`AcquireRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Acquired {
+    /// The lease was added with this token; any waiting claim of the request was removed.
+    Granted {
+        /// The new lease's fencing token.
+        token: FencingToken,
+    },
+    /// Incompatible leases or older claims are in the way.
+    Busy {
+        /// When the first lease or claim in the way expires, if the backend knows: the waiter
+        /// retries then even without a notification.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A stream of "this lock changed" signals from a backend (a release, an expiry noticed, a
+/// claim withdrawn, a force-release). Signals may be coalesced; waiters re-check the lock after
+/// each.
+pub struct Subscription {
+    rx: watch::Receiver<u64>,
+    // Dropped after `rx`: lets a backend unsubscribe when the last receiver is gone.
+    _guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl Subscription {
+    /// A subscription that reports every value sent on `rx`'s channel after now.
+    pub fn new(mut rx: watch::Receiver<u64>) -> Self {
+        rx.mark_unchanged();
+        Subscription { rx, _guard: None }
+    }
+
+    /// Like [`new`](Self::new), keeping `guard` alive until the subscription is dropped.
+    pub fn with_guard(rx: watch::Receiver<u64>, guard: impl Send + Sync + 'static) -> Self {
+        let mut sub = Self::new(rx);
+        sub._guard = Some(Box::new(guard));
+        sub
+    }
+
+    /// A subscription that never signals: the waiter relies on polling alone.
+    pub fn never() -> Self {
+        let (tx, rx) = watch::channel(0);
+        Self::with_guard(rx, tx)
+    }
+
+    /// Completes at the next change signalled after the previous call (or after creation).
+    /// If the backend dropped the channel it never completes, and the waiter's poll takes over.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a signal that arrives while the future is dropped is reported by the next
+    /// call.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+/// The operations a backend implements. Each must be atomic on the backend.
+///
+/// Use a backend through [`Locker::with_backend`](crate::Locker::with_backend); the lock
+/// handles add waiting, retries, guards and auto-extension. [`DynBackend`] is the
+/// dyn-compatible twin, implemented for every `Backend`.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for errors, metrics and traces (`memory`, `redis`, ...).
+    fn name(&self) -> &'static str;
+
+    /// True when the backend signals every change of a lock to subscribers (as the in-memory
+    /// backend does): waiters then need no fallback poll.
+    fn reliable_notifications(&self) -> bool {
+        false
+    }
+
+    /// Adds a lease if it is compatible with the valid leases and older claims, else records the
+    /// request's claim (when [`AcquireRequest::claim`] is set) and reports busy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a semaphore limit that differs from the stored one;
+    /// [`Error::ProviderUnavailable`] when the backend fails.
+    fn acquire(&self, request: &AcquireRequest) -> impl Future<Output = Result<Acquired>> + Send;
+
+    /// Deletes the lease (and any waiting claim) with this id, and signals the change.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotHeld`] when no valid lease has this id; [`Error::ProviderUnavailable`].
+    fn release(&self, key: &LockKey, lease: LeaseId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Sets the lease's expiry to now + `ttl`, keeping its token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Expired`] when no valid lease has this id (it is never re-created);
+    /// [`Error::ProviderUnavailable`].
+    fn extend(
+        &self,
+        key: &LockKey,
+        lease: LeaseId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The valid leases of every kind of lock named `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProviderUnavailable`].
+    fn inspect(&self, name: &str) -> impl Future<Output = Result<Vec<LockInfo>>> + Send;
+
+    /// Deletes every lease and claim of every kind of lock named `name`, signals the change, and
+    /// returns how many leases were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProviderUnavailable`].
+    fn force_release(&self, name: &str) -> impl Future<Output = Result<usize>> + Send;
+
+    /// Subscribes to change signals of one lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProviderUnavailable`]; the waiter then falls back to polling.
+    fn subscribe(&self, key: &LockKey) -> impl Future<Output = Result<Subscription>> + Send;
+
+    /// Closes connections. Called by [`Locker::close`](crate::Locker::close) after it released
+    /// what the locker held.
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// The dyn-compatible twin of [`Backend`], with boxed futures, so a backend chosen at run time
+/// can sit behind `Arc<dyn DynBackend>`. Implemented for every [`Backend`]; implement `Backend`,
+/// not this.
+#[allow(missing_docs)]
+pub trait DynBackend: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn reliable_notifications(&self) -> bool;
+    fn acquire_dyn<'a>(&'a self, request: &'a AcquireRequest) -> BoxFuture<'a, Result<Acquired>>;
+    fn release_dyn<'a>(&'a self, key: &'a LockKey, lease: LeaseId) -> BoxFuture<'a, Result<()>>;
+    fn extend_dyn<'a>(
+        &'a self,
+        key: &'a LockKey,
+        lease: LeaseId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn inspect_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>>;
+    fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>>;
+    fn subscribe_dyn<'a>(&'a self, key: &'a LockKey) -> BoxFuture<'a, Result<Subscription>>;
+    fn close_dyn(&self) -> BoxFuture<'_, ()>;
+}
+
+impl<B: Backend> DynBackend for B {
+    fn name(&self) -> &'static str {
+        Backend::name(self)
+    }
+    fn reliable_notifications(&self) -> bool {
+        Backend::reliable_notifications(self)
+    }
+    fn acquire_dyn<'a>(&'a self, request: &'a AcquireRequest) -> BoxFuture<'a, Result<Acquired>> {
+        Box::pin(self.acquire(request))
+    }
+    fn release_dyn<'a>(&'a self, key: &'a LockKey, lease: LeaseId) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.release(key, lease))
+    }
+    fn extend_dyn<'a>(
+        &'a self,
+        key: &'a LockKey,
+        lease: LeaseId,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.extend(key, lease, ttl))
+    }
+    fn inspect_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>> {
+        Box::pin(self.inspect(name))
+    }
+    fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(self.force_release(name))
+    }
+    fn subscribe_dyn<'a>(&'a self, key: &'a LockKey) -> BoxFuture<'a, Result<Subscription>> {
+        Box::pin(self.subscribe(key))
+    }
+    fn close_dyn(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.close())
+    }
+}

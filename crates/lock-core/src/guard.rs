@@ -1,0 +1,380 @@
+//! [`Guard`]: one held lease, its auto-extension keeper, its lost signal, and release on drop.
+
+use crate::backend::DynBackend;
+use crate::retry::Delays;
+use crate::{Error, FencingToken, LeaseId, LockInfo, LockKey, OnLost, Result, RetryPolicy};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// The share of the TTL by which the backend's clock may run faster than ours.
+pub const CLOCK_DRIFT: f64 = 0.01;
+
+/// The margin kept before the backend could expire a lease: a twentieth of the TTL, at most
+/// 100 ms.
+fn margin(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_millis(100))
+}
+
+/// The moment until which a lease whose grant or extension request was sent at `sent` with
+/// `ttl` is certainly still valid on the backend: `sent + ttl * (1 - drift) - margin`.
+pub fn valid_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl.mul_f64(1.0 - CLOCK_DRIFT).saturating_sub(margin(ttl))
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The leases a locker holds, so [`Locker::close`](crate::Locker::close) can release them.
+#[derive(Default)]
+pub(crate) struct Live(StdMutex<HashMap<LeaseId, Weak<Held>>>);
+
+impl Live {
+    fn insert(&self, held: &Arc<Held>) {
+        lock(&self.0).insert(held.lease, Arc::downgrade(held));
+    }
+
+    fn remove(&self, lease: LeaseId) {
+        lock(&self.0).remove(&lease);
+    }
+
+    pub(crate) fn drain(&self) -> Vec<Arc<Held>> {
+        lock(&self.0)
+            .drain()
+            .filter_map(|(_, w)| w.upgrade())
+            .collect()
+    }
+}
+
+struct LeaseState {
+    ttl: Duration,
+    valid_until: Instant,
+    released: bool,
+}
+
+/// Auto-extension settings of a grant.
+#[derive(Clone, Copy)]
+pub(crate) struct KeepAlive {
+    pub(crate) interval: Duration,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// The shared state of one held lease.
+pub(crate) struct Held {
+    backend: Arc<dyn DynBackend>,
+    key: LockKey,
+    lease: LeaseId,
+    info: StdMutex<LockInfo>,
+    state: StdMutex<LeaseState>,
+    lost: watch::Sender<bool>,
+    on_lost: Option<OnLost>,
+    keeper: StdMutex<Option<JoinHandle<()>>>,
+    live: Arc<Live>,
+}
+
+impl Held {
+    fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Marks the lease lost; the first call runs `on_lost` and wakes `lost()` futures.
+    fn declare_lost(&self) {
+        if !self.lost.send_replace(true) {
+            if let Some(on_lost) = &self.on_lost {
+                let info = lock(&self.info).clone();
+                on_lost(&info);
+            }
+        }
+    }
+
+    fn confirm(&self, sent: Instant, ttl: Duration) {
+        {
+            let mut state = lock(&self.state);
+            state.ttl = ttl;
+            state.valid_until = valid_until(sent, ttl);
+        }
+        let elapsed = sent.elapsed();
+        lock(&self.info).expires_at = SystemTime::now() + ttl.saturating_sub(elapsed);
+    }
+
+    /// Sets `released`; false if it was already set.
+    fn mark_released(&self) -> bool {
+        !std::mem::replace(&mut lock(&self.state).released, true)
+    }
+
+    fn abort_keeper(&self) -> Option<JoinHandle<()>> {
+        let handle = lock(&self.keeper).take();
+        if let Some(handle) = &handle {
+            handle.abort();
+        }
+        handle
+    }
+
+    /// Stops the keeper, then sends the release. The caller has marked the lease released.
+    pub(crate) async fn release_now(self: Arc<Self>) -> Result<()> {
+        if let Some(keeper) = self.abort_keeper() {
+            // The keeper never runs after this: renewal stops before the release is sent.
+            let _ = keeper.await;
+        }
+        self.live.remove(self.lease);
+        let result = self.backend.release_dyn(&self.key, self.lease).await;
+        if self.is_lost() {
+            return Err(Error::Lost {
+                name: self.key.name().to_owned(),
+            });
+        }
+        result
+    }
+
+    /// Releases unless already released, from [`Locker::close`](crate::Locker::close).
+    pub(crate) async fn close(self: Arc<Self>) {
+        if self.mark_released() {
+            let _ = self.release_now().await;
+        }
+    }
+}
+
+/// Extends the lease every `interval`, retrying transient errors while the lease is certainly
+/// still valid, and declares it lost at the first definite loss or when no extension could be
+/// confirmed before [`valid_until`].
+async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
+    loop {
+        tokio::time::sleep(keep_alive.interval).await;
+        let mut delays = Delays::new(keep_alive.retry);
+        loop {
+            let (ttl, deadline) = {
+                let state = lock(&held.state);
+                (state.ttl, state.valid_until)
+            };
+            let sent = Instant::now();
+            if sent >= deadline {
+                held.declare_lost();
+                return;
+            }
+            let extend = held.backend.extend_dyn(&held.key, held.lease, ttl);
+            match tokio::time::timeout_at(deadline, extend).await {
+                Ok(Ok(())) => {
+                    held.confirm(sent, ttl);
+                    break;
+                }
+                Ok(Err(e)) if matches!(e, Error::ProviderUnavailable { .. }) => {
+                    let pause = delays.next_delay();
+                    tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+                }
+                // Expired, NotHeld: the lease is gone. A timeout: it may be gone.
+                Ok(Err(_)) | Err(_) => {
+                    held.declare_lost();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A held lock: a mutex, a read or write lock, or a set of semaphore permits.
+///
+/// The guard is owned, `'static` and `Send`: move it into a task freely. Release it with
+/// [`release`](Guard::release), which reports the outcome. Dropping a guard without releasing
+/// it releases the lease **in the background** (not immediately) when a tokio runtime is
+/// available; the lease's TTL is always the backstop.
+///
+/// With auto-extension on, a keeper task extends the lease until it is released, and declares
+/// it *lost* at the first definite loss (the backend no longer has it) or when it could not
+/// confirm an extension before the backend could have expired it. Then the `on_lost` callback
+/// runs once, [`lost`](Guard::lost) completes, [`is_lost`](Guard::is_lost) is true, and
+/// [`extend`](Guard::extend) and [`release`](Guard::release) return [`Error::Lost`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lock_core::Result<()> {
+/// use lock_core::Locker;
+/// use lock_memory::Memory;
+///
+/// let locker = Locker::with_backend(Memory::new());
+/// let guard = locker.mutex("report").lock().await?;
+/// println!("holding {} with token {}", guard.name(), guard.token());
+/// guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "dropping a guard releases the lock in the background; call `release().await`"]
+pub struct Guard {
+    held: Arc<Held>,
+}
+
+impl Guard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        backend: Arc<dyn DynBackend>,
+        key: LockKey,
+        lease: LeaseId,
+        info: LockInfo,
+        ttl: Duration,
+        sent: Instant,
+        on_lost: Option<OnLost>,
+        keep_alive: Option<KeepAlive>,
+        live: Arc<Live>,
+    ) -> Self {
+        let held = Arc::new(Held {
+            backend,
+            key,
+            lease,
+            info: StdMutex::new(info),
+            state: StdMutex::new(LeaseState {
+                ttl,
+                valid_until: valid_until(sent, ttl),
+                released: false,
+            }),
+            lost: watch::channel(false).0,
+            on_lost,
+            keeper: StdMutex::new(None),
+            live,
+        });
+        held.live.insert(&held);
+        if let Some(keep_alive) = keep_alive {
+            let task = tokio::spawn(keep(Arc::clone(&held), keep_alive));
+            *lock(&held.keeper) = Some(task);
+        }
+        Guard { held }
+    }
+
+    /// The lease's fencing token.
+    pub fn token(&self) -> FencingToken {
+        lock(&self.held.info).token
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        self.held.key.name()
+    }
+
+    /// Permits held: the `n` of a semaphore acquisition, 1 otherwise.
+    pub fn permits(&self) -> u32 {
+        lock(&self.held.info).permits
+    }
+
+    /// The lease as inspection shows it; `expires_at` is this process's estimate, moved by each
+    /// confirmed extension.
+    pub fn info(&self) -> LockInfo {
+        lock(&self.held.info).clone()
+    }
+
+    /// The lease's id, unique to this grant.
+    pub fn lease_id(&self) -> LeaseId {
+        self.held.lease
+    }
+
+    /// Extends the lease to `ttl` from now (by the backend's clock), keeping its token. Later
+    /// automatic extensions use this `ttl` too.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Expired`] if the lease had expired or was force-released: it is not re-created,
+    ///   and the guard is declared lost.
+    /// - [`Error::Lost`] if the guard was declared lost before.
+    /// - [`Error::InvalidArgument`] if `ttl` is zero.
+    /// - [`Error::ProviderUnavailable`] if the backend failed; the lease may still be valid.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if cancelled, the extension may or may not have been applied, and the lease
+    /// keeps at least its previous expiry.
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        if ttl.is_zero() {
+            return Err(Error::invalid_argument("ttl must be > 0"));
+        }
+        let name = || self.name().to_owned();
+        if self.is_lost() {
+            return Err(Error::Lost { name: name() });
+        }
+        let sent = Instant::now();
+        match self
+            .held
+            .backend
+            .extend_dyn(&self.held.key, self.held.lease, ttl)
+            .await
+        {
+            Ok(()) => {
+                self.held.confirm(sent, ttl);
+                Ok(())
+            }
+            Err(Error::Expired { .. } | Error::NotHeld { .. }) => {
+                self.held.declare_lost();
+                Err(Error::Expired { name: name() })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases the lease: stops auto-extension first, then deletes the lease on the backend
+    /// (compared by lease id, so a new holder is never disturbed).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotHeld`] if the lease had expired or was force-released.
+    /// - [`Error::Lost`] if the guard had been declared lost (the release is still sent).
+    /// - [`Error::ProviderUnavailable`] if the backend failed; the lease then expires after its
+    ///   TTL.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the release runs in a task of its own, which goes on if this future is
+    /// dropped.
+    pub async fn release(self) -> Result<()> {
+        self.held.mark_released();
+        let task = tokio::spawn(Arc::clone(&self.held).release_now());
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(Error::unavailable(self.held.backend.name(), e)),
+        }
+    }
+
+    /// Completes when the guard is declared lost. The future is `'static`: spawn it or `select!`
+    /// on it next to the work the lock protects.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes a flag.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.held.lost.subscribe();
+        async move {
+            // An error means the guard is gone: nothing is held any more.
+            let _ = rx.wait_for(|lost| *lost).await;
+        }
+    }
+
+    /// True once the guard was declared lost.
+    pub fn is_lost(&self) -> bool {
+        self.held.is_lost()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if !self.held.mark_released() {
+            return;
+        }
+        self.held.abort_keeper();
+        self.held.live.remove(self.held.lease);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let held = Arc::clone(&self.held);
+            runtime.spawn(async move {
+                let _ = held.backend.release_dyn(&held.key, held.lease).await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("info", &*lock(&self.held.info))
+            .field("lost", &self.is_lost())
+            .finish_non_exhaustive()
+    }
+}
