@@ -1,1 +1,86 @@
-//! placeholder
+//! The shared test kit of `lock` backends.
+//!
+//! - [`conformance`]: one `pub async fn` per property of the semantics (DESIGN.md §4), and the
+//!   [`conformance_tests!`] macro that expands to one named `#[tokio::test]` each.
+//! - [`safety`]: the fenced-register safety checker.
+//! - [`harness`]: the per-test environment (two lockers on one store, unique lock names) and
+//!   the rule for missing servers (`LOCK_TEST_REQUIRE_SERVERS=1` makes them a failure).
+
+pub mod conformance;
+pub mod harness;
+pub mod safety;
+
+pub use harness::{TestEnv, eventually, require_servers};
+pub use safety::{FencedRegister, SafetyConfig, SafetyReport, StaleWrite, run_safety_checker};
+
+/// Expands to one `#[tokio::test]` per conformance property.
+///
+/// `$factory` is an expression of a function (or closure) returning a future of
+/// `Result<(Locker, Locker), String>`: two lockers (two "processes") on one shared store, or
+/// the reason the server is missing. Every property gets fresh lockers.
+///
+/// ```ignore
+/// async fn memory() -> Result<(lock_core::Locker, lock_core::Locker), String> {
+///     let store = lock_memory::Memory::new();
+///     Ok((Locker::with_backend(store.clone()), Locker::with_backend(store)))
+/// }
+/// lock_testkit::conformance_tests!(memory);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            exclusion_under_contention,
+            try_lock_while_held,
+            not_reentrant,
+            release_then_reacquire,
+            double_release_is_not_held,
+            release_after_force_release_is_not_held,
+            tokens_increase_across_releases,
+            tokens_increase_across_expiry,
+            extend_keeps_token_and_moves_expiry,
+            extend_after_expiry_is_expired,
+            leaked_guard_expires_after_ttl,
+            late_release_does_not_disturb_new_holder,
+            drop_releases_in_background,
+            cancelled_lock_leaves_nothing_held,
+            lock_timeout_is_not_acquired,
+            waiter_woken_by_notification,
+            auto_extend_holds_past_ttl,
+            force_release_fires_lost_once,
+            force_release_wakes_waiter,
+            zero_ttl_rejected,
+            guard_info_matches_inspect,
+            readers_share,
+            writer_excludes_everyone,
+            readers_block_writer,
+            waiting_writer_blocks_new_readers,
+            reader_leases_expire_independently,
+            cancelled_writer_does_not_block_readers,
+            semaphore_never_exceeds_limit,
+            semaphore_available,
+            semaphore_rejects_zero_and_over_limit,
+            semaphore_limit_mismatch_names_both,
+            semaphore_leaked_permits_come_back,
+            cancelled_large_request_unblocks_smaller,
+            metadata_visible_in_inspect,
+            empty_name_rejected,
+            long_name_rejected,
+            odd_names_work,
+            kinds_do_not_interfere,
+            safety_checker_finds_no_overlap
+        );
+    };
+    (@each $factory:expr; $($property:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $property() {
+                if let Some(env) =
+                    $crate::TestEnv::start(stringify!($property), $factory).await
+                {
+                    $crate::conformance::$property(&env).await;
+                }
+            }
+        )*
+    };
+}
