@@ -138,7 +138,6 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::error::Error as _;
 
     #[test]
     fn unavailable_keeps_source_without_repeating_it() {

@@ -84,11 +84,11 @@ impl Held {
 
     /// Marks the lease lost; the first call runs `on_lost` and wakes `lost()` futures.
     fn declare_lost(&self) {
-        if !self.lost.send_replace(true) {
-            if let Some(on_lost) = &self.on_lost {
-                let info = lock(&self.info).clone();
-                on_lost(&info);
-            }
+        if !self.lost.send_replace(true)
+            && let Some(on_lost) = &self.on_lost
+        {
+            let info = lock(&self.info).clone();
+            on_lost(&info);
         }
     }
 
@@ -162,7 +162,7 @@ async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
                     held.confirm(sent, ttl);
                     break;
                 }
-                Ok(Err(e)) if matches!(e, Error::ProviderUnavailable { .. }) => {
+                Ok(Err(Error::ProviderUnavailable { .. })) => {
                     let pause = delays.next_delay();
                     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
                 }

@@ -21,6 +21,22 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// Tries `attempt` every 50 ms until it is granted (then releases it); false if `within` passes
+/// first.
+async fn acquirable<F, Fut>(within: Duration, attempt: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = lock_core::Result<Option<Guard>>>,
+{
+    eventually(within, || async {
+        match attempt().await.expect("attempt failed") {
+            Some(guard) => guard.release().await.is_ok(),
+            None => false,
+        }
+    })
+    .await
+}
+
 /// Leaks a guard without releasing it, like a crashed process.
 fn crash(guard: Guard) {
     std::mem::forget(guard);
@@ -206,13 +222,7 @@ pub async fn leaked_guard_expires_after_ttl(env: &TestEnv) {
     crash(env.a.mutex(&name).ttl(SHORT_TTL).lock().await.unwrap());
     let mutex = env.b.mutex(&name);
     assert!(
-        eventually(PATIENCE, || async {
-            match mutex.try_lock().await.unwrap() {
-                Some(g) => g.release().await.is_ok(),
-                None => false,
-            }
-        })
-        .await,
+        acquirable(PATIENCE, || mutex.try_lock()).await,
         "leaked lease did not expire"
     );
 }
@@ -244,13 +254,7 @@ pub async fn drop_releases_in_background(env: &TestEnv) {
     drop(env.a.mutex(&name).ttl(ms(60_000)).lock().await.unwrap());
     let mutex = env.b.mutex(&name);
     assert!(
-        eventually(ms(5000), || async {
-            match mutex.try_lock().await.unwrap() {
-                Some(g) => g.release().await.is_ok(),
-                None => false,
-            }
-        })
-        .await,
+        acquirable(ms(5000), || mutex.try_lock()).await,
         "dropped guard was not released in the background"
     );
 }
@@ -272,13 +276,7 @@ pub async fn cancelled_lock_leaves_nothing_held(env: &TestEnv) {
     holder.release().await.unwrap();
     let next = env.a.mutex(&name);
     assert!(
-        eventually(ms(5000), || async {
-            match next.try_lock().await.unwrap() {
-                Some(g) => g.release().await.is_ok(),
-                None => false,
-            }
-        })
-        .await,
+        acquirable(ms(5000), || next.try_lock()).await,
         "a cancelled waiter left the lock blocked"
     );
     assert!(
@@ -614,13 +612,7 @@ pub async fn cancelled_writer_does_not_block_readers(env: &TestEnv) {
     assert!(tokio::time::timeout(ms(300), writer.write()).await.is_err());
     let rw = env.a.rw_mutex(&name);
     assert!(
-        eventually(ms(5000), || async {
-            match rw.try_read().await.unwrap() {
-                Some(r) => r.release().await.is_ok(),
-                None => false,
-            }
-        })
-        .await,
+        acquirable(ms(5000), || rw.try_read()).await,
         "a cancelled writer still blocks readers"
     );
     r1.release().await.unwrap();
@@ -746,13 +738,7 @@ pub async fn cancelled_large_request_unblocks_smaller(env: &TestEnv) {
     large.abort();
     let _ = large.await;
     assert!(
-        eventually(ms(5000), || async {
-            match sem.try_acquire(1).await.unwrap() {
-                Some(p) => p.release().await.is_ok(),
-                None => false,
-            }
-        })
-        .await,
+        acquirable(ms(5000), || sem.try_acquire(1)).await,
         "a cancelled large request still blocks smaller ones"
     );
     held.release().await.unwrap();

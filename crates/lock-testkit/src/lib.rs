@@ -19,8 +19,10 @@ pub use safety::{FencedRegister, SafetyConfig, SafetyReport, StaleWrite, run_saf
 /// `Result<(Locker, Locker), String>`: two lockers (two "processes") on one shared store, or
 /// the reason the server is missing. Every property gets fresh lockers.
 ///
-/// ```ignore
-/// async fn memory() -> Result<(lock_core::Locker, lock_core::Locker), String> {
+/// ```no_run
+/// use lock_core::Locker;
+///
+/// async fn memory() -> Result<(Locker, Locker), String> {
 ///     let store = lock_memory::Memory::new();
 ///     Ok((Locker::with_backend(store.clone()), Locker::with_backend(store)))
 /// }

@@ -87,11 +87,11 @@ impl FencedRegister {
     /// [`StaleWrite`] when a newer token has written.
     pub fn write(&self, token: FencingToken, value: u64) -> Result<(), StaleWrite> {
         let mut state = self.state();
-        if let Some(highest) = state.highest {
-            if token < highest {
-                state.rejected += 1;
-                return Err(StaleWrite { token, highest });
-            }
+        if let Some(highest) = state.highest
+            && token < highest
+        {
+            state.rejected += 1;
+            return Err(StaleWrite { token, highest });
         }
         state.highest = Some(token);
         state.value = value;
