@@ -5,12 +5,18 @@
 //! - [`safety`]: the fenced-register safety checker.
 //! - [`harness`]: the per-test environment (two lockers on one store, unique lock names) and
 //!   the rule for missing servers (`LOCK_TEST_REQUIRE_SERVERS=1` makes them a failure).
+//! - [`proxy`] and [`process`]: fault injection — a TCP proxy that can be cut off, and server
+//!   processes a test can kill, pause (SIGSTOP), resume and restart.
 
 pub mod conformance;
 pub mod harness;
+pub mod process;
+pub mod proxy;
 pub mod safety;
 
 pub use harness::{TestEnv, eventually, require_servers};
+pub use process::{ServerProcess, find_program, free_port, wait_for_port};
+pub use proxy::TcpProxy;
 pub use safety::{FencedRegister, SafetyConfig, SafetyReport, StaleWrite, run_safety_checker};
 
 /// Expands to one `#[tokio::test]` per conformance property.
