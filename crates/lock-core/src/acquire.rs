@@ -147,7 +147,7 @@ impl HandleCore {
         let mut delays = Delays::new(retry);
         let mut poll = !backend.reliable_notifications();
         let mut subscription = if wait {
-            match backend.subscribe_dyn(&key).await {
+            match backend.subscribe_dyn(&request).await {
                 Ok(sub) => sub,
                 Err(e) => {
                     errors += 1;

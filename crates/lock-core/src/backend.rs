@@ -42,6 +42,12 @@ pub struct AcquireRequest {
     /// refreshes) a waiting claim with this id that expires `claim_ttl` from now. Newer requests
     /// count older claims as if they were held, which gives writers preference over new readers
     /// and keeps large semaphore requests from starving. `None` for `try_*`: nothing is recorded.
+    ///
+    /// A backend with a native queue (a server-side lock wait, a watch on a predecessor) may
+    /// hold a waiting request for up to a third of `claim_ttl` before answering
+    /// [`Acquired::Busy`]; the caller re-sends it, which refreshes the claim. If the caller gives
+    /// up meanwhile (timeout, cancellation) it releases the request's lease id, which must
+    /// delete a grant that raced with the give-up.
     pub claim: Option<Duration>,
 }
 
@@ -221,12 +227,17 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Error::ProviderUnavailable`].
     fn force_release(&self, name: &str) -> impl Future<Output = Result<usize>> + Send;
 
-    /// Subscribes to change signals of one lock.
+    /// Subscribes a waiting request to change signals of its lock (before its first attempt).
+    /// A backend may signal only the changes that can matter to this request (its
+    /// predecessor's release, say) rather than every change of the lock.
     ///
     /// # Errors
     ///
     /// [`Error::ProviderUnavailable`]; the waiter then falls back to polling.
-    fn subscribe(&self, key: &LockKey) -> impl Future<Output = Result<Subscription>> + Send;
+    fn subscribe(
+        &self,
+        request: &AcquireRequest,
+    ) -> impl Future<Output = Result<Subscription>> + Send;
 
     /// Closes connections. Called by [`Locker::close`](crate::Locker::close) after it released
     /// what the locker held.
@@ -252,7 +263,10 @@ pub trait DynBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<()>>;
     fn inspect_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>>;
     fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>>;
-    fn subscribe_dyn<'a>(&'a self, key: &'a LockKey) -> BoxFuture<'a, Result<Subscription>>;
+    fn subscribe_dyn<'a>(
+        &'a self,
+        request: &'a AcquireRequest,
+    ) -> BoxFuture<'a, Result<Subscription>>;
     fn close_dyn(&self) -> BoxFuture<'_, ()>;
 }
 
@@ -283,8 +297,11 @@ impl<B: Backend> DynBackend for B {
     fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>> {
         Box::pin(self.force_release(name))
     }
-    fn subscribe_dyn<'a>(&'a self, key: &'a LockKey) -> BoxFuture<'a, Result<Subscription>> {
-        Box::pin(self.subscribe(key))
+    fn subscribe_dyn<'a>(
+        &'a self,
+        request: &'a AcquireRequest,
+    ) -> BoxFuture<'a, Result<Subscription>> {
+        Box::pin(self.subscribe(request))
     }
     fn close_dyn(&self) -> BoxFuture<'_, ()> {
         Box::pin(self.close())

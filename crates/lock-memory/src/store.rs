@@ -277,8 +277,8 @@ impl Backend for Memory {
         Ok(removed)
     }
 
-    async fn subscribe(&self, key: &LockKey) -> Result<Subscription> {
-        Ok(self.inner.notifier.subscribe(key))
+    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
+        Ok(self.inner.notifier.subscribe(&request.key))
     }
 }
 

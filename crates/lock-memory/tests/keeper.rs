@@ -56,8 +56,8 @@ impl Backend for CutOff {
         self.check()?;
         self.store.force_release(name).await
     }
-    async fn subscribe(&self, key: &LockKey) -> Result<Subscription> {
-        self.store.subscribe(key).await
+    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
+        self.store.subscribe(request).await
     }
 }
 
