@@ -175,6 +175,8 @@ log "cargo run --example basic"
 cargo run --quiet --example basic
 
 ensure_cargo_deny
+# cargo-deny reads `cargo metadata` of every target platform: fetch those crates first.
+cargo fetch --quiet
 log "cargo deny ${deny_args[*]}"
 cargo deny "${deny_args[@]}"
 

@@ -4,6 +4,7 @@
 
 use crate::backend::{Acquired, DynBackend};
 use crate::guard::{Guard, KeepAlive, Live};
+use crate::observe::{self, AcquireOutcome, Op};
 use crate::retry::Delays;
 use crate::{
     AcquireRequest, Error, LeaseId, LockInfo, LockKey, LockKind, LockOptions, Metadata, Mode,
@@ -53,6 +54,7 @@ struct Abandon {
     key: LockKey,
     lease: LeaseId,
     armed: bool,
+    started: Instant,
 }
 
 impl Drop for Abandon {
@@ -60,6 +62,12 @@ impl Drop for Abandon {
         if !self.armed {
             return;
         }
+        observe::acquire(
+            &self.key,
+            self.backend.name(),
+            AcquireOutcome::Cancelled,
+            self.started.elapsed(),
+        );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let backend = Arc::clone(&self.backend);
             let key = self.key.clone();
@@ -109,9 +117,35 @@ impl HandleCore {
         }))
     }
 
-    /// Acquires once (`wait = false`, `Ok(None)` when busy) or until granted (`wait = true`).
+    /// Acquires once (`wait = false`, `Ok(None)` when busy) or until granted (`wait = true`),
+    /// inside a `lock.acquire` span, and counts the outcome.
     pub(crate) async fn acquire(&self, want: Want, wait: bool) -> Result<Option<Guard>> {
         let key = LockKey::new(&self.name, want.kind)?;
+        let backend = self.shared.backend.name();
+        let started = Instant::now();
+        let result = observe::in_span(Op::Acquire, &key, backend, None, async {
+            self.acquire_inner(key.clone(), want, wait, started).await
+        })
+        .await;
+        let outcome = match &result {
+            Ok((Some(_), false)) => AcquireOutcome::Granted,
+            Ok((Some(_), true)) => AcquireOutcome::GrantedAfterWait,
+            Ok((None, _)) => AcquireOutcome::Busy,
+            Err(Error::NotAcquired { .. }) => AcquireOutcome::Timeout,
+            Err(_) => AcquireOutcome::Error,
+        };
+        observe::acquire(&key, backend, outcome, started.elapsed());
+        result.map(|(guard, _)| guard)
+    }
+
+    /// The acquisition; the flag says whether the lock was found busy at least once.
+    async fn acquire_inner(
+        &self,
+        key: LockKey,
+        want: Want,
+        wait: bool,
+        started: Instant,
+    ) -> Result<(Option<Guard>, bool)> {
         let ttl = self.ttl();
         if ttl.is_zero() {
             return Err(Error::invalid_argument("ttl must be > 0"));
@@ -121,7 +155,6 @@ impl HandleCore {
         retry.validate()?;
 
         let backend = &self.shared.backend;
-        let started = Instant::now();
         let deadline = self.options.wait_timeout.map(|d| started + d);
         let mut request = AcquireRequest::new(
             key.clone(),
@@ -135,15 +168,8 @@ impl HandleCore {
         );
         let claim = claim_ttl(ttl);
         request.claim = wait.then_some(claim);
-        // From here on, a dropped future may leave a lease or a claim: clean it up.
-        let mut abandon = Abandon {
-            backend: Arc::clone(backend),
-            key: key.clone(),
-            lease: request.lease_id,
-            armed: true,
-        };
-
         let mut errors = 0u32;
+        let mut contended = false;
         let mut delays = Delays::new(retry);
         let mut poll = !backend.reliable_notifications();
         let mut subscription = if wait {
@@ -159,6 +185,14 @@ impl HandleCore {
         } else {
             Subscription::never()
         };
+        // From here on, a dropped future may leave a lease or a claim: clean it up.
+        let mut abandon = Abandon {
+            backend: Arc::clone(backend),
+            key: key.clone(),
+            lease: request.lease_id,
+            armed: true,
+            started,
+        };
 
         loop {
             let sent = Instant::now();
@@ -173,6 +207,7 @@ impl HandleCore {
             let wake_at = match outcome {
                 Ok(Acquired::Granted { token }) => {
                     abandon.armed = false;
+                    observe::record_token(token);
                     let info = LockInfo::new(
                         &key,
                         &*self.shared.owner,
@@ -182,7 +217,7 @@ impl HandleCore {
                         SystemTime::now() + ttl,
                         (*self.metadata).clone(),
                     );
-                    return Ok(Some(Guard::new(
+                    let guard = Guard::new(
                         Arc::clone(backend),
                         key,
                         request.lease_id,
@@ -192,13 +227,15 @@ impl HandleCore {
                         self.options.on_lost.clone(),
                         keep_alive,
                         Arc::clone(&self.shared.live),
-                    )));
+                    );
+                    return Ok((Some(guard), contended));
                 }
                 Ok(Acquired::Busy { retry_after }) => {
                     errors = 0;
+                    contended = true;
                     if !wait {
                         abandon.armed = false;
-                        return Ok(None);
+                        return Ok((None, true));
                     }
                     // Wake to refresh the claim, when the first blocker expires, and to poll.
                     let mut wake = Instant::now() + claim / 3;
@@ -218,7 +255,11 @@ impl HandleCore {
                     }
                     Instant::now() + delays.next_delay()
                 }
-                Err(e) => return Err(e),
+                // Rejected (a bad argument): nothing was recorded.
+                Err(e) => {
+                    abandon.armed = false;
+                    return Err(e);
+                }
             };
             let wake_at = deadline.map_or(wake_at, |d| wake_at.min(d));
             tokio::select! {

@@ -1,6 +1,7 @@
 //! [`Guard`]: one held lease, its auto-extension keeper, its lost signal, and release on drop.
 
 use crate::backend::DynBackend;
+use crate::observe::{self, ExtendOutcome, Op, ReleaseVia};
 use crate::retry::Delays;
 use crate::{Error, FencingToken, LeaseId, LockInfo, LockKey, OnLost, Result, RetryPolicy};
 use std::collections::HashMap;
@@ -75,18 +76,50 @@ pub(crate) struct Held {
     on_lost: Option<OnLost>,
     keeper: StdMutex<Option<JoinHandle<()>>>,
     live: Arc<Live>,
+    granted: Instant,
 }
 
 impl Held {
+    fn token(&self) -> FencingToken {
+        lock(&self.info).token
+    }
+
+    /// One extension on the backend, inside a `lock.extend` span, counted by outcome.
+    async fn extend_once(&self, ttl: Duration) -> Result<()> {
+        let backend = self.backend.name();
+        let call = self.backend.extend_dyn(&self.key, self.lease, ttl);
+        let result =
+            observe::in_span(Op::Extend, &self.key, backend, Some(self.token()), call).await;
+        let outcome = match &result {
+            Ok(()) => ExtendOutcome::Ok,
+            Err(Error::Expired { .. } | Error::NotHeld { .. }) => ExtendOutcome::Expired,
+            Err(_) => ExtendOutcome::Error,
+        };
+        observe::extend(backend, outcome);
+        result
+    }
+
+    /// The release on the backend, inside a `lock.release` span, counted by path.
+    async fn release_once(&self, via: ReleaseVia) -> Result<()> {
+        let backend = self.backend.name();
+        let call = self.backend.release_dyn(&self.key, self.lease);
+        let result =
+            observe::in_span(Op::Release, &self.key, backend, Some(self.token()), call).await;
+        observe::release(&self.key, backend, via, self.granted.elapsed());
+        result
+    }
+
     fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }
 
     /// Marks the lease lost; the first call runs `on_lost` and wakes `lost()` futures.
     fn declare_lost(&self) {
-        if !self.lost.send_replace(true)
-            && let Some(on_lost) = &self.on_lost
-        {
+        if self.lost.send_replace(true) {
+            return;
+        }
+        observe::lost(&self.key, self.backend.name(), self.token());
+        if let Some(on_lost) = &self.on_lost {
             let info = lock(&self.info).clone();
             on_lost(&info);
         }
@@ -116,13 +149,13 @@ impl Held {
     }
 
     /// Stops the keeper, then sends the release. The caller has marked the lease released.
-    pub(crate) async fn release_now(self: Arc<Self>) -> Result<()> {
+    pub(crate) async fn release_now(self: Arc<Self>, via: ReleaseVia) -> Result<()> {
         if let Some(keeper) = self.abort_keeper() {
             // The keeper never runs after this: renewal stops before the release is sent.
             let _ = keeper.await;
         }
         self.live.remove(self.lease);
-        let result = self.backend.release_dyn(&self.key, self.lease).await;
+        let result = self.release_once(via).await;
         if self.is_lost() {
             return Err(Error::Lost {
                 name: self.key.name().to_owned(),
@@ -134,7 +167,7 @@ impl Held {
     /// Releases unless already released, from [`Locker::close`](crate::Locker::close).
     pub(crate) async fn close(self: Arc<Self>) {
         if self.mark_released() {
-            let _ = self.release_now().await;
+            let _ = self.release_now(ReleaseVia::Close).await;
         }
     }
 }
@@ -156,8 +189,7 @@ async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
                 held.declare_lost();
                 return;
             }
-            let extend = held.backend.extend_dyn(&held.key, held.lease, ttl);
-            match tokio::time::timeout_at(deadline, extend).await {
+            match tokio::time::timeout_at(deadline, held.extend_once(ttl)).await {
                 Ok(Ok(())) => {
                     held.confirm(sent, ttl);
                     break;
@@ -234,6 +266,7 @@ impl Guard {
             on_lost,
             keeper: StdMutex::new(None),
             live,
+            granted: sent,
         });
         held.live.insert(&held);
         if let Some(keep_alive) = keep_alive {
@@ -245,7 +278,7 @@ impl Guard {
 
     /// The lease's fencing token.
     pub fn token(&self) -> FencingToken {
-        lock(&self.held.info).token
+        self.held.token()
     }
 
     /// The lock's name.
@@ -293,12 +326,7 @@ impl Guard {
             return Err(Error::Lost { name: name() });
         }
         let sent = Instant::now();
-        match self
-            .held
-            .backend
-            .extend_dyn(&self.held.key, self.held.lease, ttl)
-            .await
-        {
+        match self.held.extend_once(ttl).await {
             Ok(()) => {
                 self.held.confirm(sent, ttl);
                 Ok(())
@@ -327,7 +355,7 @@ impl Guard {
     /// dropped.
     pub async fn release(self) -> Result<()> {
         self.held.mark_released();
-        let task = tokio::spawn(Arc::clone(&self.held).release_now());
+        let task = tokio::spawn(Arc::clone(&self.held).release_now(ReleaseVia::Explicit));
         match task.await {
             Ok(result) => result,
             Err(e) => Err(Error::unavailable(self.held.backend.name(), e)),
@@ -364,7 +392,7 @@ impl Drop for Guard {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let held = Arc::clone(&self.held);
             runtime.spawn(async move {
-                let _ = held.backend.release_dyn(&held.key, held.lease).await;
+                let _ = held.release_once(ReleaseVia::Drop).await;
             });
         }
     }

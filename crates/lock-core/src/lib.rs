@@ -16,6 +16,7 @@ mod info;
 mod locker;
 mod mutex;
 mod notify;
+pub mod observe;
 mod options;
 mod retry;
 mod rwlock;

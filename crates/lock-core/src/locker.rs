@@ -251,6 +251,7 @@ impl LockerBuilder {
             Some(owner) => owner,
             None => ulid::Ulid::generate().to_string(),
         };
+        crate::observe::describe();
         Ok(Locker {
             shared: Arc::new(Shared {
                 backend: self.backend,

@@ -53,6 +53,7 @@ pub use locker::Locker;
 pub use figment;
 
 pub use lock_core::backend;
+pub use lock_core::observe;
 pub use lock_core::{
     AcquireRequest, Acquired, Backend, BoxError, BoxFuture, CLOCK_DRIFT, DEFAULT_TTL, DynBackend,
     Error, FencingToken, Guard, LeaseId, LockInfo, LockKey, LockKind, LockOptions, LockerBuilder,
