@@ -1,0 +1,125 @@
+# Shared by scripts/test.sh and scripts/bench.sh (sourced, not run): installs server packages
+# and starts throwaway servers on loopback; `cleanup` (an EXIT trap) stops them.
+#
+#   start_redis     LOCK_TEST_REDIS_URLS (one node), LOCK_TEST_REDLOCK_URLS (five nodes)
+#   start_postgres  LOCK_TEST_POSTGRES_URL
+#   start_etcd      LOCK_TEST_ETCD_ENDPOINTS (a 3-node cluster); also installs protoc
+#
+# Each one uses the variable instead when it is already set.
+
+log() { printf '\n==> %s\n' "$*"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_updated=0
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing packages: $* (run as root or install them: apt-get install $*)" >&2
+        return 1
+    fi
+    if [ "$apt_updated" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+servers_dir=$(mktemp -d "${TMPDIR:-/tmp}/lock-test-servers.XXXXXX")
+chmod 755 "$servers_dir"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do
+        kill -CONT "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ -n "${pg_data:-}" ] && [ -f "$pg_data/postmaster.pid" ]; then
+        runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$servers_dir"
+}
+trap cleanup EXIT
+
+# Waits until something accepts TCP connections on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1 after 10 s" >&2
+    return 1
+}
+
+# Redis: one instance for single-node tests, five independent ones for Redlock.
+start_redis() {
+    if [ -n "${LOCK_TEST_REDIS_URLS:-}" ]; then
+        log "Redis: using LOCK_TEST_REDIS_URLS"
+        return
+    fi
+    have redis-server || apt_install redis-server
+    local urls=() port
+    for port in 6390 6391 6392 6393 6394 6395; do
+        mkdir -p "$servers_dir/redis-$port"
+        redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+            --dir "$servers_dir/redis-$port" --logfile "$servers_dir/redis-$port/log" &
+        pids+=("$!")
+        urls+=("redis://127.0.0.1:$port")
+    done
+    for port in 6390 6391 6392 6393 6394 6395; do wait_port "$port"; done
+    export LOCK_TEST_REDIS_URLS="${urls[0]}"
+    export LOCK_TEST_REDLOCK_URLS
+    LOCK_TEST_REDLOCK_URLS=$(IFS=,; echo "${urls[*]:1}")
+    log "Redis: single $LOCK_TEST_REDIS_URLS, Redlock $LOCK_TEST_REDLOCK_URLS"
+}
+
+# PostgreSQL: a throwaway cluster run as the postgres user (it refuses to run as root).
+start_postgres() {
+    if [ -n "${LOCK_TEST_POSTGRES_URL:-}" ]; then
+        log "PostgreSQL: using LOCK_TEST_POSTGRES_URL"
+        return
+    fi
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$pg_bin" ]; then
+        apt_install postgresql
+        pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    local port=5440
+    pg_data="$servers_dir/pg"
+    mkdir -p "$pg_data"
+    chown postgres "$pg_data"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_data" -U postgres -A trust >/dev/null
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/log" -w \
+        -o "-p $port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
+    export LOCK_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    log "PostgreSQL: $LOCK_TEST_POSTGRES_URL"
+}
+
+# etcd: a 3-node cluster on loopback.
+start_etcd() {
+    have protoc || apt_install protobuf-compiler
+    if [ -n "${LOCK_TEST_ETCD_ENDPOINTS:-}" ]; then
+        log "etcd: using LOCK_TEST_ETCD_ENDPOINTS"
+        return
+    fi
+    have etcd || apt_install etcd-server
+    local cluster="" endpoints=() i
+    for i in 1 2 3; do cluster+="n$i=http://127.0.0.1:$((2480 + i)),"; done
+    for i in 1 2 3; do
+        etcd --name "n$i" --data-dir "$servers_dir/etcd-$i" \
+            --listen-client-urls "http://127.0.0.1:$((2380 + i))" \
+            --advertise-client-urls "http://127.0.0.1:$((2380 + i))" \
+            --listen-peer-urls "http://127.0.0.1:$((2480 + i))" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$((2480 + i))" \
+            --initial-cluster "${cluster%,}" --initial-cluster-state new \
+            --initial-cluster-token lock-test >"$servers_dir/etcd-$i.log" 2>&1 &
+        pids+=("$!")
+        endpoints+=("127.0.0.1:$((2380 + i))")
+    done
+    for i in 1 2 3; do wait_port $((2380 + i)); done
+    export LOCK_TEST_ETCD_ENDPOINTS
+    LOCK_TEST_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
+}
