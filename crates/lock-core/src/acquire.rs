@@ -3,15 +3,15 @@
 //! clean-up after cancellation.
 
 use crate::backend::{Acquired, DynBackend};
-use crate::guard::{Guard, KeepAlive, Live};
+use crate::guard::{Grant, Guard, KeepAlive, Live};
 use crate::observe::{self, AcquireOutcome, Op};
 use crate::retry::Delays;
 use crate::{
-    AcquireRequest, Error, LeaseId, LockInfo, LockKey, LockKind, LockOptions, Metadata, Mode,
-    Result, RetryPolicy, Subscription,
+    AcquireRequest, Error, LeaseId, LockKey, LockKind, LockOptions, Metadata, Mode, Result,
+    RetryPolicy, Subscription,
 };
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// What a locker gives every handle: the backend, the owner and the defaults.
@@ -66,7 +66,7 @@ impl Drop for Abandon {
             &self.key,
             self.backend.name(),
             AcquireOutcome::Cancelled,
-            self.started.elapsed(),
+            self.started,
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let backend = Arc::clone(&self.backend);
@@ -120,7 +120,7 @@ impl HandleCore {
     /// Acquires once (`wait = false`, `Ok(None)` when busy) or until granted (`wait = true`),
     /// inside a `lock.acquire` span, and counts the outcome.
     pub(crate) async fn acquire(&self, want: Want, wait: bool) -> Result<Option<Guard>> {
-        let key = LockKey::new(&self.name, want.kind)?;
+        let key = LockKey::shared(&self.name, want.kind)?;
         let backend = self.shared.backend.name();
         let started = Instant::now();
         let result = observe::in_span(Op::Acquire, &key, backend, None, async {
@@ -134,7 +134,7 @@ impl HandleCore {
             Err(Error::NotAcquired { .. }) => AcquireOutcome::Timeout,
             Err(_) => AcquireOutcome::Error,
         };
-        observe::acquire(&key, backend, outcome, started.elapsed());
+        observe::acquire(&key, backend, outcome, started);
         result.map(|(guard, _)| guard)
     }
 
@@ -172,19 +172,8 @@ impl HandleCore {
         let mut contended = false;
         let mut delays = Delays::new(retry);
         let mut poll = !backend.reliable_notifications();
-        let mut subscription = if wait {
-            match backend.subscribe_dyn(&request).await {
-                Ok(sub) => sub,
-                Err(e) => {
-                    errors += 1;
-                    check_errors(errors, retry, e)?;
-                    poll = true;
-                    Subscription::never()
-                }
-            }
-        } else {
-            Subscription::never()
-        };
+        // Subscribed only once the lock is found busy: an uncontended grant costs one round trip.
+        let mut subscription: Option<Subscription> = None;
         // From here on, a dropped future may leave a lease or a claim: clean it up.
         let mut abandon = Abandon {
             backend: Arc::clone(backend),
@@ -194,8 +183,8 @@ impl HandleCore {
             started,
         };
 
+        let mut sent = started;
         loop {
-            let sent = Instant::now();
             let attempt = backend.acquire_dyn(&request);
             let outcome = match deadline {
                 Some(deadline) => match tokio::time::timeout_at(deadline, attempt).await {
@@ -208,20 +197,18 @@ impl HandleCore {
                 Ok(Acquired::Granted { token }) => {
                     abandon.armed = false;
                     observe::record_token(token);
-                    let info = LockInfo::new(
-                        &key,
-                        &*self.shared.owner,
+                    let grant = Grant {
+                        owner: Arc::clone(&self.shared.owner),
                         token,
-                        want.mode,
-                        want.permits,
-                        SystemTime::now() + ttl,
-                        (*self.metadata).clone(),
-                    );
+                        mode: want.mode,
+                        permits: want.permits,
+                        metadata: Arc::clone(&self.metadata),
+                    };
                     let guard = Guard::new(
                         Arc::clone(backend),
                         key,
                         request.lease_id,
-                        info,
+                        grant,
                         ttl,
                         sent,
                         self.options.on_lost.clone(),
@@ -236,6 +223,24 @@ impl HandleCore {
                     if !wait {
                         abandon.armed = false;
                         return Ok((None, true));
+                    }
+                    if subscription.is_none() {
+                        // Subscribe, then try again at once: a release between the first attempt
+                        // and the subscription is not missed.
+                        subscription = Some(match backend.subscribe_dyn(&request).await {
+                            Ok(sub) => sub,
+                            Err(e) => {
+                                errors += 1;
+                                if let Err(e) = check_errors(errors, retry, e) {
+                                    self.withdraw(&mut abandon).await;
+                                    return Err(e);
+                                }
+                                poll = true;
+                                Subscription::never()
+                            }
+                        });
+                        sent = Instant::now();
+                        continue;
                     }
                     // Wake to refresh the claim, when the first blocker expires, and to poll.
                     let mut wake = Instant::now() + claim / 3;
@@ -262,11 +267,18 @@ impl HandleCore {
                 }
             };
             let wake_at = deadline.map_or(wake_at, |d| wake_at.min(d));
+            let changed = async {
+                match subscription.as_mut() {
+                    Some(subscription) => subscription.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = subscription.changed() => delays.reset(),
+                () = changed => delays.reset(),
                 () = tokio::time::sleep_until(wake_at) => {}
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            sent = Instant::now();
+            if deadline.is_some_and(|d| sent >= d) {
                 return Err(self.timed_out(&mut abandon, started).await);
             }
         }

@@ -3,12 +3,16 @@
 use crate::backend::DynBackend;
 use crate::observe::{self, ExtendOutcome, Op, ReleaseVia};
 use crate::retry::Delays;
-use crate::{Error, FencingToken, LeaseId, LockInfo, LockKey, OnLost, Result, RetryPolicy};
+use crate::{
+    Error, FencingToken, LeaseId, LockInfo, LockKey, Metadata, Mode, OnLost, Result, RetryPolicy,
+};
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -33,7 +37,25 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The leases a locker holds, so [`Locker::close`](crate::Locker::close) can release them.
 #[derive(Default)]
-pub(crate) struct Live(StdMutex<HashMap<LeaseId, Weak<Held>>>);
+pub(crate) struct Live(StdMutex<HashMap<LeaseId, Weak<Held>, BuildHasherDefault<LeaseIdHasher>>>);
+
+/// Lease ids end in 80 random bits: their low 64 bits are a good hash already.
+#[derive(Default)]
+pub(crate) struct LeaseIdHasher(u64);
+
+impl Hasher for LeaseIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= n as u64;
+    }
+}
 
 impl Live {
     fn insert(&self, held: &Arc<Held>) {
@@ -55,6 +77,8 @@ impl Live {
 struct LeaseState {
     ttl: Duration,
     valid_until: Instant,
+    /// When the last confirmed grant or extension request was sent.
+    sent: Instant,
     released: bool,
 }
 
@@ -65,14 +89,25 @@ pub(crate) struct KeepAlive {
     pub(crate) retry: RetryPolicy,
 }
 
+/// What was granted: the parts of [`LockInfo`] that never change.
+pub(crate) struct Grant {
+    pub(crate) owner: Arc<str>,
+    pub(crate) token: FencingToken,
+    pub(crate) mode: Mode,
+    pub(crate) permits: u32,
+    pub(crate) metadata: Arc<Metadata>,
+}
+
 /// The shared state of one held lease.
 pub(crate) struct Held {
     backend: Arc<dyn DynBackend>,
     key: LockKey,
     lease: LeaseId,
-    info: StdMutex<LockInfo>,
+    grant: Grant,
     state: StdMutex<LeaseState>,
-    lost: watch::Sender<bool>,
+    lost: AtomicBool,
+    /// Woken when the lease is declared lost or released.
+    changed: Notify,
     on_lost: Option<OnLost>,
     keeper: StdMutex<Option<JoinHandle<()>>>,
     live: Arc<Live>,
@@ -81,7 +116,7 @@ pub(crate) struct Held {
 
 impl Held {
     fn token(&self) -> FencingToken {
-        lock(&self.info).token
+        self.grant.token
     }
 
     /// One extension on the backend, inside a `lock.extend` span, counted by outcome.
@@ -105,24 +140,28 @@ impl Held {
         let call = self.backend.release_dyn(&self.key, self.lease);
         let result =
             observe::in_span(Op::Release, &self.key, backend, Some(self.token()), call).await;
-        observe::release(&self.key, backend, via, self.granted.elapsed());
+        observe::release(&self.key, backend, via, self.granted);
         result
     }
 
     fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    fn is_released(&self) -> bool {
+        lock(&self.state).released
     }
 
     /// Marks the lease lost; the first call runs `on_lost` and wakes `lost()` futures.
     fn declare_lost(&self) {
-        if self.lost.send_replace(true) {
+        if self.lost.swap(true, Ordering::SeqCst) {
             return;
         }
         observe::lost(&self.key, self.backend.name(), self.token());
         if let Some(on_lost) = &self.on_lost {
-            let info = lock(&self.info).clone();
-            on_lost(&info);
+            on_lost(&self.info());
         }
+        self.changed.notify_waiters();
     }
 
     fn confirm(&self, sent: Instant, ttl: Duration) {
@@ -130,14 +169,33 @@ impl Held {
             let mut state = lock(&self.state);
             state.ttl = ttl;
             state.valid_until = valid_until(sent, ttl);
+            state.sent = sent;
         }
-        let elapsed = sent.elapsed();
-        lock(&self.info).expires_at = SystemTime::now() + ttl.saturating_sub(elapsed);
+    }
+
+    /// The lease as inspection shows it, its expiry estimated from the last confirmed request.
+    fn info(&self) -> LockInfo {
+        let (sent, ttl) = {
+            let state = lock(&self.state);
+            (state.sent, state.ttl)
+        };
+        let remaining = (sent + ttl).saturating_duration_since(Instant::now());
+        LockInfo::new(
+            &self.key,
+            &*self.grant.owner,
+            self.grant.token,
+            self.grant.mode,
+            self.grant.permits,
+            SystemTime::now() + remaining,
+            (*self.grant.metadata).clone(),
+        )
     }
 
     /// Sets `released`; false if it was already set.
     fn mark_released(&self) -> bool {
-        !std::mem::replace(&mut lock(&self.state).released, true)
+        let first = !std::mem::replace(&mut lock(&self.state).released, true);
+        self.changed.notify_waiters();
+        first
     }
 
     fn abort_keeper(&self) -> Option<JoinHandle<()>> {
@@ -245,7 +303,7 @@ impl Guard {
         backend: Arc<dyn DynBackend>,
         key: LockKey,
         lease: LeaseId,
-        info: LockInfo,
+        grant: Grant,
         ttl: Duration,
         sent: Instant,
         on_lost: Option<OnLost>,
@@ -256,13 +314,15 @@ impl Guard {
             backend,
             key,
             lease,
-            info: StdMutex::new(info),
+            grant,
             state: StdMutex::new(LeaseState {
                 ttl,
                 valid_until: valid_until(sent, ttl),
+                sent,
                 released: false,
             }),
-            lost: watch::channel(false).0,
+            lost: AtomicBool::new(false),
+            changed: Notify::new(),
             on_lost,
             keeper: StdMutex::new(None),
             live,
@@ -288,13 +348,13 @@ impl Guard {
 
     /// Permits held: the `n` of a semaphore acquisition, 1 otherwise.
     pub fn permits(&self) -> u32 {
-        lock(&self.held.info).permits
+        self.held.grant.permits
     }
 
     /// The lease as inspection shows it; `expires_at` is this process's estimate, moved by each
     /// confirmed extension.
     pub fn info(&self) -> LockInfo {
-        lock(&self.held.info).clone()
+        self.held.info()
     }
 
     /// The lease's id, unique to this grant.
@@ -351,34 +411,59 @@ impl Guard {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: the release runs in a task of its own, which goes on if this future is
-    /// dropped.
+    /// Cancel safe: if this future is dropped before the release completed, the release is sent
+    /// again from a task of its own.
     pub async fn release(self) -> Result<()> {
         self.held.mark_released();
-        let task = tokio::spawn(Arc::clone(&self.held).release_now(ReleaseVia::Explicit));
-        match task.await {
-            Ok(result) => result,
-            Err(e) => Err(Error::unavailable(self.held.backend.name(), e)),
-        }
+        let mut unfinished = FinishOnDrop(Some(Arc::clone(&self.held)));
+        let result = Arc::clone(&self.held)
+            .release_now(ReleaseVia::Explicit)
+            .await;
+        unfinished.0 = None;
+        result
     }
 
-    /// Completes when the guard is declared lost. The future is `'static`: spawn it or `select!`
-    /// on it next to the work the lock protects.
+    /// Completes when the guard is declared lost (or once it has been released or dropped:
+    /// nothing is held any more). The future is `'static`: spawn it or `select!` on it next to
+    /// the work the lock protects.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only observes a flag.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.held.lost.subscribe();
+        let held = Arc::clone(&self.held);
         async move {
-            // An error means the guard is gone: nothing is held any more.
-            let _ = rx.wait_for(|lost| *lost).await;
+            loop {
+                let changed = held.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if held.is_lost() || held.is_released() {
+                    return;
+                }
+                changed.await;
+            }
         }
     }
 
     /// True once the guard was declared lost.
     pub fn is_lost(&self) -> bool {
         self.held.is_lost()
+    }
+}
+
+/// Sends the release from a task if [`Guard::release`] was cancelled before it completed.
+struct FinishOnDrop(Option<Arc<Held>>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        if let Some(held) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            held.abort_keeper();
+            runtime.spawn(async move {
+                let _ = held.release_once(ReleaseVia::Explicit).await;
+            });
+        }
     }
 }
 
@@ -401,7 +486,7 @@ impl Drop for Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
-            .field("info", &*lock(&self.held.info))
+            .field("info", &self.held.info())
             .field("lost", &self.is_lost())
             .finish_non_exhaustive()
     }

@@ -73,6 +73,15 @@ impl LockKey {
         })
     }
 
+    /// A key sharing `name`'s allocation.
+    pub(crate) fn shared(name: &Arc<str>, kind: LockKind) -> Result<Self> {
+        validate_name(name)?;
+        Ok(LockKey {
+            name: Arc::clone(name),
+            kind,
+        })
+    }
+
     /// The lock's name, exactly as the user gave it.
     pub fn name(&self) -> &str {
         &self.name

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 /// and [`subscribe`](Notifier::subscribe) for waiters. A channel lives while it has subscribers.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
-    channels: Arc<StdMutex<HashMap<LockKey, watch::Sender<u64>>>>,
+    channels: Arc<StdMutex<HashMap<LockKey, watch::Sender<u64>, foldhash::fast::RandomState>>>,
 }
 
 impl Notifier {
@@ -69,7 +69,7 @@ impl Notifier {
 }
 
 struct Unsubscribe {
-    channels: Arc<StdMutex<HashMap<LockKey, watch::Sender<u64>>>>,
+    channels: Arc<StdMutex<HashMap<LockKey, watch::Sender<u64>, foldhash::fast::RandomState>>>,
     key: LockKey,
 }
 

@@ -15,7 +15,7 @@
 
 use crate::{FencingToken, LockKey};
 use std::future::Future;
-use std::time::Duration;
+use tokio::time::Instant;
 
 /// How an acquisition call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,10 +93,11 @@ pub(crate) fn acquire(
     key: &LockKey,
     backend: &'static str,
     outcome: AcquireOutcome,
-    took: Duration,
+    started: Instant,
 ) {
     #[cfg(feature = "metrics")]
     {
+        let took = started.elapsed();
         let kind = key.kind().as_str();
         metrics::counter!("lock_acquire_total", "backend" => backend, "kind" => kind, "outcome" => outcome.as_str())
             .increment(1);
@@ -109,7 +110,7 @@ pub(crate) fn acquire(
         }
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (key, backend, outcome, took);
+    let _ = (key, backend, outcome, started);
 }
 
 pub(crate) fn extend(backend: &'static str, outcome: ExtendOutcome) {
@@ -139,9 +140,10 @@ pub(crate) fn lost(key: &LockKey, backend: &'static str, token: FencingToken) {
     let _ = (key, backend);
 }
 
-pub(crate) fn release(key: &LockKey, backend: &'static str, via: ReleaseVia, held: Duration) {
+pub(crate) fn release(key: &LockKey, backend: &'static str, via: ReleaseVia, granted: Instant) {
     #[cfg(feature = "metrics")]
     {
+        let held = granted.elapsed();
         let via = match via {
             ReleaseVia::Explicit => "explicit",
             ReleaseVia::Drop => "drop",
@@ -152,7 +154,7 @@ pub(crate) fn release(key: &LockKey, backend: &'static str, via: ReleaseVia, hel
             .record(held.as_secs_f64());
     }
     #[cfg(not(feature = "metrics"))]
-    let _ = (key, backend, via, held);
+    let _ = (key, backend, via, granted);
 }
 
 /// The operations that get a span.

@@ -24,7 +24,12 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    locks: HashMap<LockKey, Entry>,
+    locks: HashMap<LockKey, Entry, foldhash::fast::RandomState>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
     /// One counter for every lock: tokens of each lock strictly increase.
     last_token: u64,
     /// Orders waiting claims: first come, first served.
@@ -95,16 +100,19 @@ impl Memory {
         &self,
         key: &LockKey,
         limit: u32,
-        f: impl FnOnce(&mut State, &mut Entry, Instant) -> (T, bool),
+        f: impl FnOnce(&mut Counters, &mut Entry, Instant) -> (T, bool),
     ) -> T {
         let now = Instant::now();
         let (result, changed) = {
             let mut state = self.state();
-            let mut entry = state.locks.remove(key).unwrap_or_else(|| Entry::new(limit));
+            let State { locks, counters } = &mut *state;
+            let entry = locks
+                .entry(key.clone())
+                .or_insert_with(|| Entry::new(limit));
             let expired = entry.purge(now);
-            let (result, changed) = f(&mut state, &mut entry, now);
-            if !entry.is_empty() {
-                state.locks.insert(key.clone(), entry);
+            let (result, changed) = f(counters, entry, now);
+            if entry.is_empty() {
+                locks.remove(key);
             }
             (result, changed || expired)
         };
@@ -116,7 +124,7 @@ impl Memory {
 }
 
 fn try_acquire(
-    state: &mut State,
+    counters: &mut Counters,
     entry: &mut Entry,
     request: &AcquireRequest,
     now: Instant,
@@ -145,8 +153,8 @@ fn try_acquire(
 
     if held + waiting + request.weight() <= limit {
         entry.claims.retain(|c| c.id != request.lease_id);
-        state.last_token += 1;
-        let token = FencingToken(state.last_token);
+        counters.last_token += 1;
+        let token = FencingToken(counters.last_token);
         entry.leases.push(Lease {
             id: request.lease_id,
             owner: Arc::clone(&request.owner),
@@ -170,11 +178,11 @@ fn try_acquire(
         match entry.claims.iter_mut().find(|c| c.id == request.lease_id) {
             Some(claim) => claim.expires = expires,
             None => {
-                state.last_claim += 1;
+                counters.last_claim += 1;
                 entry.claims.push(Claim {
                     id: request.lease_id,
                     weight: request.weight(),
-                    order: state.last_claim,
+                    order: counters.last_claim,
                     expires,
                 });
             }
@@ -197,8 +205,8 @@ impl Backend for Memory {
     }
 
     async fn acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
-        self.with_entry(&request.key, request.limit, |state, entry, now| {
-            (try_acquire(state, entry, request, now), false)
+        self.with_entry(&request.key, request.limit, |counters, entry, now| {
+            (try_acquire(counters, entry, request, now), false)
         })
     }
 
