@@ -536,9 +536,13 @@ impl Backend for Redis {
         if n - failed.len() < quorum {
             return Err(unavailable(failed, n, quorum));
         }
+        // A lease counts when it is (or, with the instances that did not answer, may be) on a
+        // quorum: a partial grant being rolled back does not, a holder behind a failed
+        // instance does.
+        let unknown = failed.len();
         let mut holders: Vec<LockInfo> = seen
             .into_values()
-            .filter(|(_, count)| *count >= quorum)
+            .filter(|(_, count)| count + unknown >= quorum)
             .map(|(info, _)| info)
             .collect();
         holders.sort_by_key(|info| info.token);

@@ -120,13 +120,25 @@ impl Node {
         }
     }
 
-    /// Runs a script invocation, bounded by the timeout.
+    /// Runs a script invocation, bounded by the timeout (both tries together). A connection
+    /// found dropped (the server restarted, a proxy closed it) is replaced and the script sent
+    /// once more: every script is safe to repeat (acquire returns the lease it granted, extend
+    /// sets the same expiry; a repeated release reports "not held" only if the first one ran
+    /// and its answer was lost with the connection).
     pub(crate) async fn run<T: FromRedisValue>(
         &self,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, NodeError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await {
+        let attempt = async {
+            let mut conn = self.conn.clone();
+            match invocation.invoke_async(&mut conn).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    invocation.invoke_async(&mut conn).await
+                }
+                result => result,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.error(e)),
             Err(_) => Err(self.timed_out()),
@@ -171,7 +183,6 @@ impl Node {
                             notifier.notify(&key);
                         }
                     }
-                    notifier.notify_all();
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
