@@ -1,0 +1,184 @@
+//! Connecting: bad settings, passwords, TLS, unreachable servers, pub/sub reconnects.
+
+mod support;
+
+use lock_core::{
+    AcquireRequest, Backend, Error, LeaseId, LockKey, LockKind, Locker, Metadata, Mode,
+};
+use lock_redis::{Redis, RedisConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{QUICK, Servers, prefix};
+use tokio::time::Instant;
+
+/// Every level of an error, `Display` and `Debug`.
+fn all_text(err: &Error) -> String {
+    let mut text = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text.push_str(&format!(" | {e} {e:?}"));
+        source = e.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn bad_settings_are_config_errors_naming_the_value() {
+    let cases: [(RedisConfig, &str); 5] = [
+        (
+            RedisConfig::new(["http://u:pw-s3cret@h:1"]),
+            "http://u:***@h:1",
+        ),
+        (
+            RedisConfig::new(["redis://a:1", "redis://b:1"]).quorum(3),
+            "quorum 3",
+        ),
+        (RedisConfig::default().prefix("app{x}:"), "app{x}:"),
+        (RedisConfig::new(Vec::<String>::new()), "at least one URL"),
+        (
+            RedisConfig::new(["redis://u:pw-s3cret@h:notaport"]),
+            "redis://u:***@h:notaport",
+        ),
+    ];
+    for (config, expected) in cases {
+        let err = Redis::connect(config).await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        let text = all_text(&err);
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+        assert!(!text.contains("pw-s3cret"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    let started = Instant::now();
+    let err = Redis::connect(RedisConfig::new(["redis://:pw-s3cret@127.0.0.1:1"]).timeout(QUICK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+    let text = all_text(&err);
+    assert!(text.contains("redis://:***@127.0.0.1:1"), "{text}");
+    assert!(!text.contains("pw-s3cret"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn redlock_connect_needs_a_quorum() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let urls = [
+        servers.url(0),
+        "redis://127.0.0.1:1".into(),
+        "redis://127.0.0.1:2".into(),
+    ];
+    let err = Redis::connect(RedisConfig::new(urls).timeout(QUICK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+    assert!(
+        all_text(&err).contains("2 of 3 redis nodes failed"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn passwords_work_and_never_show() {
+    let Some(servers) = Servers::start(1, &["--requirepass", "pw-s3cret-42"]).await else {
+        return;
+    };
+    let port = servers.ports[0];
+    let wrong = format!("redis://:wrong-s3cret@127.0.0.1:{port}");
+    let err = Redis::connect(RedisConfig::new([wrong]).timeout(QUICK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+    let text = all_text(&err);
+    assert!(!text.contains("wrong-s3cret"), "{text}");
+
+    let right = format!("redis://default:pw-s3cret-42@127.0.0.1:{port}");
+    let config = RedisConfig::new([right]).prefix(prefix());
+    assert!(!format!("{config:?}").contains("pw-s3cret-42"));
+    let redis = Redis::connect(config)
+        .await
+        .expect("connect with the password");
+    assert!(!format!("{redis:?}").contains("pw-s3cret-42"), "{redis:?}");
+    assert!(format!("{redis:?}").contains("default:***@"), "{redis:?}");
+    let locker = Locker::with_backend(redis);
+    let guard = locker.mutex("with-password").lock().await.unwrap();
+    guard.release().await.unwrap();
+}
+
+/// `rediss://` goes through rustls (with the `ring` provider installed by `connect`): against
+/// a plain server the handshake fails cleanly, without a panic or a hang.
+#[tokio::test]
+async fn tls_handshake_failure_is_unavailable() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{}", servers.ports[0]);
+    let started = Instant::now();
+    let err = Redis::connect(RedisConfig::new([url]).timeout(QUICK))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+    assert!(!all_text(&err).contains("tls-s3cret"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// The pub/sub listener reconnects after the server restarts: subscribers are signalled on
+/// the reconnect (messages may have been lost meanwhile), and changes published after it reach
+/// them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listener_reconnects_and_signals_subscribers() {
+    let Some(mut servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let watcher = support::backend(&servers.urls(), &prefix).await;
+    let other = support::locker(&servers.urls(), &prefix).await;
+    let name = "reconnect";
+    let request = AcquireRequest::new(
+        LockKey::new(name, LockKind::Mutex).unwrap(),
+        LeaseId::generate(),
+        "watcher".into(),
+        Mode::Exclusive,
+        1,
+        1,
+        Duration::from_secs(10),
+        Arc::new(Metadata::new()),
+    );
+    let mut subscription = watcher.subscribe(&request).await.unwrap();
+    // Published changes arrive.
+    other
+        .mutex(name)
+        .lock()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), subscription.changed())
+        .await
+        .expect("a release was not signalled");
+    servers.kill(0);
+    servers.restart(0).await;
+    // Nothing is published now; only the listener's reconnect can signal.
+    tokio::time::timeout(Duration::from_secs(10), subscription.changed())
+        .await
+        .expect("no signal after the listener reconnected");
+    // And after the reconnect, published changes arrive again.
+    assert!(
+        lock_testkit::eventually(Duration::from_secs(10), || async {
+            match other.mutex(name).try_lock().await {
+                Ok(Some(guard)) => guard.release().await.is_ok(),
+                _ => false,
+            }
+        })
+        .await,
+        "the restarted server is not usable"
+    );
+    tokio::time::timeout(Duration::from_secs(5), subscription.changed())
+        .await
+        .expect("a release after the reconnect was not signalled");
+}
