@@ -361,7 +361,7 @@ impl Redis {
                 return Err(unavailable(raise_failed, n, quorum));
             }
             return Ok(Acquired::Busy {
-                retry_after: Some(Duration::from_millis(fastrand_ms())),
+                retry_after: Some(Duration::from_millis(jitter_ms())),
             });
         }
 
@@ -382,7 +382,7 @@ impl Redis {
         let retry_after = if split {
             // Grants were split between contenders and rolled back: try again soon, at a
             // jittered moment so the contenders do not collide again.
-            Some(Duration::from_millis(fastrand_ms()))
+            Some(Duration::from_millis(jitter_ms()))
         } else {
             busy_after
         };
@@ -390,12 +390,9 @@ impl Redis {
     }
 }
 
-/// A random delay of 5..50 ms, from the clock's low bits (no dependency for so little).
-fn fastrand_ms() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    5 + u64::from(nanos % 45)
+/// A random delay of 5..50 ms.
+fn jitter_ms() -> u64 {
+    fastrand::u64(5..50)
 }
 
 impl Backend for Redis {
