@@ -215,8 +215,14 @@ fn bad_reply(what: impl fmt::Debug) -> Error {
     Error::unavailable("redis", BadReply(format!("{what:?}")))
 }
 
+/// The longest TTL sent to a script: 10 years, so that `TIME + ttl` in microseconds stays
+/// exact in Lua's doubles.
+const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.min(MAX_TTL).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// The Redlock drift allowance for a lease of `ttl`: 1 % plus 2 ms.
@@ -637,6 +643,14 @@ impl fmt::Debug for Redis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttls_are_clamped_for_lua() {
+        assert_eq!(micros(Duration::ZERO), 1);
+        assert_eq!(micros(Duration::from_millis(1500)), 1_500_000);
+        assert_eq!(micros(Duration::MAX), micros(MAX_TTL));
+        assert!(micros(Duration::MAX) < (1 << 53) / 8);
+    }
 
     #[test]
     fn semaphore_quorum_grows_with_the_limit() {

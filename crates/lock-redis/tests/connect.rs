@@ -182,3 +182,29 @@ async fn listener_reconnects_and_signals_subscribers() {
         .await
         .expect("a release after the reconnect was not signalled");
 }
+
+/// Owners and metadata of any text (quotes, braces, newlines, colons, non-ASCII) come back
+/// from `inspect` unchanged, and a TTL far beyond what Lua's numbers hold exactly still works.
+#[tokio::test]
+async fn owner_and_metadata_round_trip_any_text() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let redis = support::backend(&servers.urls(), &prefix()).await;
+    let owner = "wörker \"7\"\n{a}:1";
+    let locker = Locker::builder(redis).owner(owner).build().unwrap();
+    let guard = locker
+        .mutex("text")
+        .ttl(Duration::from_secs(100 * 365 * 24 * 3600))
+        .metadata("k:1{", "v\n\"ü\" 2:3")
+        .metadata("", "")
+        .lock()
+        .await
+        .unwrap();
+    let holders = locker.inspect("text").await.unwrap();
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].owner, owner);
+    assert_eq!(holders[0].metadata, guard.info().metadata);
+    assert_eq!(holders[0].metadata.len(), 2);
+    guard.release().await.unwrap();
+}

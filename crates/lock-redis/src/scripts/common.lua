@@ -69,7 +69,7 @@ local function store(key, s, now)
     redis.call('DEL', key)
   else
     local ms = math.floor((s.max_e - now) / 1000) + 1
-    redis.call('PEXPIRE', key, ms)
+    redis.call('PEXPIRE', key, fmt(ms))
   end
 end
 
