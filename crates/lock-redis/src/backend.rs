@@ -96,7 +96,7 @@ impl Redis {
         let nodes = config
             .urls
             .iter()
-            .map(|url| Node::new(url, config.timeout))
+            .map(|url| Node::new(url, config.timeout, config.tls_root_cert.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         let quorum = config.effective_quorum();
         let pings = join_all(nodes.iter().map(Node::ping)).await;

@@ -33,6 +33,9 @@ pub struct RedisConfig {
     /// The longest wait for one round trip to one instance, connection included; past it the
     /// instance counts as failed. Default 2 s.
     pub timeout: Duration,
+    /// For `rediss://` URLs: the PEM certificate(s) of a private certificate authority to trust
+    /// instead of the web PKI roots. Default `None` (web PKI roots).
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 impl Default for RedisConfig {
@@ -42,6 +45,7 @@ impl Default for RedisConfig {
             prefix: "lock:".to_owned(),
             quorum: 0,
             timeout: Duration::from_secs(2),
+            tls_root_cert: None,
         }
     }
 }
@@ -74,6 +78,12 @@ impl RedisConfig {
     /// Sets the round-trip timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Trusts the PEM certificate(s) of a private certificate authority for `rediss://` URLs.
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 
@@ -144,6 +154,13 @@ impl fmt::Debug for RedisConfig {
             .field("prefix", &self.prefix)
             .field("quorum", &self.quorum)
             .field("timeout", &self.timeout)
+            .field(
+                "tls_root_cert",
+                &self
+                    .tls_root_cert
+                    .as_ref()
+                    .map(|pem| format!("{} bytes of PEM", pem.len())),
+            )
             .finish()
     }
 }

@@ -69,7 +69,7 @@ pub(crate) struct Node {
 
 impl Node {
     /// Prepares the connection to `url` without connecting yet.
-    pub(crate) fn new(url: &str, timeout: Duration) -> Result<Node> {
+    pub(crate) fn new(url: &str, timeout: Duration, root_cert: Option<&[u8]>) -> Result<Node> {
         let url = url.trim();
         let redacted = redact(url);
         let password = password(url).map(str::to_owned);
@@ -80,7 +80,17 @@ impl Node {
                 None => text,
             }
         };
-        let client = Client::open(url).map_err(|e| {
+        let opened = match root_cert {
+            Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            _ => Client::open(url),
+        };
+        let client = opened.map_err(|e| {
             Error::config(format!("redis url {redacted:?} is invalid: {}", scrub(e)))
         })?;
         let config = ConnectionManagerConfig::new()

@@ -208,3 +208,136 @@ async fn owner_and_metadata_round_trip_any_text() {
     assert_eq!(holders[0].metadata.len(), 2);
     guard.release().await.unwrap();
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl {args:?} failed");
+}
+
+/// `rediss://` end to end: a TLS-only server with a certificate from a private CA and a
+/// password. Trusting the CA (`tls_root_cert`), locks work; without it, the handshake fails
+/// with `ProviderUnavailable`, and the password shows nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_password() {
+    let Some(program) = lock_testkit::find_program(&["redis-server"]) else {
+        assert!(!lock_testkit::require_servers(), "redis-server not found");
+        return;
+    };
+    if lock_testkit::find_program(&["openssl"]).is_none() {
+        assert!(!lock_testkit::require_servers(), "openssl not found");
+        println!("skipped: openssl not found");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("lock-redis-tls-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=lock-test-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&dir, &ca);
+    let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&dir, &csr);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    let port = lock_testkit::free_port();
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let port_arg = port.to_string();
+    let args = [
+        "--port",
+        "0",
+        "--tls-port",
+        &port_arg,
+        "--bind",
+        "127.0.0.1",
+        "--tls-cert-file",
+        &path("server.pem"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        "tls-pw-s3cret",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    let _server = lock_testkit::ServerProcess::start(&program, args, None).unwrap();
+    assert!(lock_testkit::wait_for_port(port, Duration::from_secs(10)).await);
+    let url = format!("rediss://default:tls-pw-s3cret@127.0.0.1:{port}");
+
+    let untrusted = Redis::connect(RedisConfig::new([url.clone()]).timeout(QUICK))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(untrusted, Error::ProviderUnavailable { .. }),
+        "{untrusted:?}"
+    );
+    assert!(!all_text(&untrusted).contains("tls-pw-s3cret"));
+
+    let ca_pem = std::fs::read(dir.join("ca.pem")).unwrap();
+    let config = RedisConfig::new([url])
+        .prefix(prefix())
+        .tls_root_cert(ca_pem);
+    assert!(!format!("{config:?}").contains("tls-pw-s3cret"));
+    let a = Locker::with_backend(Redis::connect(config.clone()).await.expect("TLS connect"));
+    let b = Locker::with_backend(Redis::connect(config).await.expect("TLS connect"));
+    let guard = a.mutex("tls").lock().await.unwrap();
+    assert!(b.mutex("tls").try_lock().await.unwrap().is_none());
+    // A waiter over TLS is woken through the TLS pub/sub connection.
+    let waiter = tokio::spawn({
+        let mutex = b.mutex("tls").retry(lock_core::RetryPolicy {
+            initial_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(10),
+            ..lock_core::RetryPolicy::default()
+        });
+        async move { mutex.lock().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = Instant::now();
+    guard.release().await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("waiter not woken")
+        .unwrap()
+        .unwrap();
+    assert!(released.elapsed() < Duration::from_secs(1));
+    next.release().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
