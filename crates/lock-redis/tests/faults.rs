@@ -415,3 +415,32 @@ async fn semaphore_never_over_limit_across_node_subsets() {
     }
     assert_eq!(sem.available().await.unwrap(), 2);
 }
+
+/// A single instance restarted without persistence forgets its counters, and tokens still
+/// increase: they continue from the server's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_increase_across_a_restart_without_persistence() {
+    let Some(mut servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let a = locker(&servers.urls(), &prefix).await;
+    let name = "restart-tokens";
+    let mut last = None;
+    for round in 0..3 {
+        for _ in 0..3 {
+            let guard = a.mutex(name).try_lock().await.unwrap().expect("free");
+            if let Some(last) = last {
+                assert!(
+                    guard.token() > last,
+                    "round {round}: {} <= {last}",
+                    guard.token()
+                );
+            }
+            last = Some(guard.token());
+            guard.release().await.unwrap();
+        }
+        servers.kill(0);
+        servers.restart(0).await;
+    }
+}
