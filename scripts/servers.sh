@@ -55,11 +55,14 @@ wait_port() {
 
 # Redis: one instance for single-node tests, five independent ones for Redlock.
 start_redis() {
+    # The fault tests start their own redis-server processes, whatever LOCK_TEST_* say; the
+    # TLS test makes its certificates with openssl.
+    have redis-server || apt_install redis-server
+    have openssl || apt_install openssl
     if [ -n "${LOCK_TEST_REDIS_URLS:-}" ]; then
         log "Redis: using LOCK_TEST_REDIS_URLS"
         return
     fi
-    have redis-server || apt_install redis-server
     local urls=() port
     for port in 6390 6391 6392 6393 6394 6395; do
         mkdir -p "$servers_dir/redis-$port"

@@ -620,10 +620,25 @@ async fn locker_new_names_the_missing_feature() {
         let mut config = Config::default();
         config.provider = provider;
         config.postgres.url = Some("postgres://app:s3cret@db/app".into());
+        // Port 1 on loopback: nothing listens there.
+        config.redis.urls = vec!["redis://app:s3cret@127.0.0.1:1".into()];
         let err = Locker::new(config).await.unwrap_err();
         let message = err.to_string();
         assert!(!message.contains("s3cret"), "{message}");
-        if enabled {
+        if enabled && provider == Provider::Redis {
+            // The Redis backend exists: an unreachable server is ProviderUnavailable, and no
+            // level of the error chain shows the password.
+            assert!(
+                matches!(err, Error::ProviderUnavailable { .. }),
+                "{provider}: {err:?}"
+            );
+            assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(e) = source {
+                assert!(!e.to_string().contains("s3cret"), "{e}");
+                source = e.source();
+            }
+        } else if enabled {
             // The backend crates do not exist yet.
             assert!(
                 matches!(err, Error::Unsupported { .. }),

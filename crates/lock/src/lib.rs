@@ -8,7 +8,7 @@
 //! | feature | backend |
 //! |---|---|
 //! | `memory` (default) | [`provider::Memory`](provider): in-process locks |
-//! | `redis` | Redis, one instance or Redlock (not implemented yet) |
+//! | `redis` | [`provider::Redis`](provider): one Redis instance, or Redlock over several |
 //! | `postgres` | PostgreSQL (not implemented yet) |
 //! | `etcd` | etcd v3 (not implemented yet) |
 //! | `full` | all of them |
@@ -67,6 +67,10 @@ pub mod provider {
     #[cfg(feature = "memory")]
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub use lock_memory::Memory;
+
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub use lock_redis::{Redis, RedisConfig};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.

@@ -126,7 +126,7 @@ impl Locker {
 async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
     match config.provider {
         Provider::Memory => memory(),
-        Provider::Redis => Err(not_implemented(Provider::Redis)),
+        Provider::Redis => redis(config).await,
         Provider::Postgres => {
             if config.postgres.url.is_none() {
                 return Err(Error::config(
@@ -142,6 +142,19 @@ async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
 #[cfg(feature = "memory")]
 fn memory() -> Result<Arc<dyn DynBackend>> {
     Ok(Arc::new(lock_memory::Memory::new()))
+}
+
+#[cfg(feature = "redis")]
+async fn redis(config: &Config) -> Result<Arc<dyn DynBackend>> {
+    let redis = lock_redis::RedisConfig::new(config.redis.urls.iter().map(|u| u.trim()))
+        .prefix(config.redis.prefix.clone())
+        .quorum(config.redis.quorum);
+    Ok(Arc::new(lock_redis::Redis::connect(redis).await?))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis(_config: &Config) -> Result<Arc<dyn DynBackend>> {
+    Err(feature_off(Provider::Redis))
 }
 
 #[cfg(not(feature = "memory"))]

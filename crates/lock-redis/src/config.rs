@@ -1,0 +1,245 @@
+//! [`RedisConfig`] and the redaction of passwords in URLs.
+
+use lock_core::{Error, Result};
+use std::fmt;
+use std::time::Duration;
+
+/// The settings of the Redis backend.
+///
+/// One URL means a single Redis instance; two or more mean Redlock over that many independent
+/// instances (not replicas of each other). `redis://` and `rediss://` (TLS) URLs are accepted,
+/// with a user name and password (`redis://user:password@host:6379/0`); the password never
+/// appears in `Debug` output or errors.
+///
+/// ```
+/// use lock_redis::RedisConfig;
+/// let mut config = RedisConfig::default();
+/// config.urls = vec!["redis://app:s3cret@cache:6379".into()];
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// The instances: one for a single instance, several for Redlock. Default
+    /// `["redis://localhost:6379"]`.
+    pub urls: Vec<String>,
+    /// Prefix of every key and channel. Default `lock:`. Must not contain `{` or `}` (the lock's
+    /// hash tag follows it).
+    pub prefix: String,
+    /// Redlock: the number of instances a grant or an extension needs; `0` (the default) = a
+    /// majority. Semaphores with a limit above 1 need more (see the crate docs): the larger
+    /// count applies.
+    pub quorum: u32,
+    /// The longest wait for one round trip to one instance, connection included; past it the
+    /// instance counts as failed. Default 2 s.
+    pub timeout: Duration,
+    /// For `rediss://` URLs: the PEM certificate(s) of a private certificate authority to trust
+    /// instead of the web PKI roots. Default `None` (web PKI roots).
+    pub tls_root_cert: Option<Vec<u8>>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            urls: vec!["redis://localhost:6379".to_owned()],
+            prefix: "lock:".to_owned(),
+            quorum: 0,
+            timeout: Duration::from_secs(2),
+            tls_root_cert: None,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// A configuration for these URLs, with the other settings at their defaults.
+    pub fn new<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        RedisConfig {
+            urls: urls.into_iter().map(Into::into).collect(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// Sets the key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the Redlock quorum (`0` = majority).
+    pub fn quorum(mut self, quorum: u32) -> Self {
+        self.quorum = quorum;
+        self
+    }
+
+    /// Sets the round-trip timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Trusts the PEM certificate(s) of a private certificate authority for `rediss://` URLs.
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
+        self
+    }
+
+    /// The quorum in force: the configured one, or a majority of the URLs.
+    pub(crate) fn effective_quorum(&self) -> usize {
+        match self.quorum {
+            0 => self.urls.len() / 2 + 1,
+            q => q as usize,
+        }
+    }
+
+    /// Checks the settings that need no connection.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the setting and its value (passwords redacted).
+    pub fn validate(&self) -> Result<()> {
+        let urls = self.urls.len();
+        if urls == 0 {
+            return Err(Error::config("redis urls: at least one URL is required"));
+        }
+        for url in &self.urls {
+            let trimmed = url.trim();
+            if !(trimmed.starts_with("redis://")
+                || trimmed.starts_with("rediss://")
+                || trimmed.starts_with("redis+unix://")
+                || trimmed.starts_with("unix://"))
+            {
+                return Err(Error::config(format!(
+                    "redis url {:?} must start with redis:// or rediss://",
+                    redact(trimmed)
+                )));
+            }
+        }
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::config(format!(
+                "redis prefix {:?} must not contain braces: the lock's hash tag follows it",
+                self.prefix
+            )));
+        }
+        let quorum = self.quorum as usize;
+        let majority = urls / 2 + 1;
+        if quorum > urls {
+            return Err(Error::config(format!(
+                "redis quorum {quorum} is more than the {urls} URL(s)"
+            )));
+        }
+        if quorum != 0 && quorum < majority {
+            return Err(Error::config(format!(
+                "redis quorum {quorum} is below a majority of the {urls} URL(s) ({majority}); \
+                 two holders could be granted the same lock (use 0 for a majority)"
+            )));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::config("redis timeout must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field("prefix", &self.prefix)
+            .field("quorum", &self.quorum)
+            .field("timeout", &self.timeout)
+            .field(
+                "tls_root_cert",
+                &self
+                    .tls_root_cert
+                    .as_ref()
+                    .map(|pem| format!("{} bytes of PEM", pem.len())),
+            )
+            .finish()
+    }
+}
+
+/// The URL with its password (the user information after the first `:`, up to the last `@`
+/// of the authority) replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end + 3],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The password of a URL, if it has one (to scrub it from client error texts).
+pub(crate) fn password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://app:s3cr@t@cache:6379/0"),
+            "redis://app:***@cache:6379/0"
+        );
+        assert_eq!(redact("rediss://:pw@h"), "rediss://:***@h");
+        assert_eq!(redact("redis://user@h:1"), "redis://user@h:1");
+        assert_eq!(redact("redis://h:1/0?x=@"), "redis://h:1/0?x=@");
+        assert_eq!(password("redis://app:s3cr@t@cache:6379/0"), Some("s3cr@t"));
+        assert_eq!(password("redis://h:1"), None);
+    }
+
+    #[test]
+    fn validation_names_the_value() {
+        let bad = RedisConfig::new(["http://u:secret@h"])
+            .validate()
+            .unwrap_err();
+        let text = bad.to_string();
+        assert!(
+            text.contains("http://u:***@h") && !text.contains("secret"),
+            "{text}"
+        );
+        let q = RedisConfig::new(["redis://a", "redis://b", "redis://c"])
+            .quorum(4)
+            .validate()
+            .unwrap_err();
+        assert!(q.to_string().contains("quorum 4"), "{q}");
+        let low = RedisConfig::new(["redis://a", "redis://b", "redis://c"])
+            .quorum(1)
+            .validate()
+            .unwrap_err();
+        assert!(low.to_string().contains("below a majority"), "{low}");
+        let prefix = RedisConfig::default().prefix("a{b").validate().unwrap_err();
+        assert!(prefix.to_string().contains("a{b"), "{prefix}");
+        assert!(matches!(
+            RedisConfig::new(Vec::<String>::new()).validate(),
+            Err(Error::Config { .. })
+        ));
+        RedisConfig::default().validate().unwrap();
+    }
+}

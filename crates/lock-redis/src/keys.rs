@@ -1,0 +1,169 @@
+//! Where a lock lives in Redis: key and channel names, and the metadata encoding.
+//!
+//! A lock named `name` of kind `kind` under prefix `p` uses
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `p{HEX}:kind` | hash | the lease set: `limit`, `seq`, `L<lease id>` leases, `C<lease id>` claims |
+//! | `p{HEX}:kind:token` | string | the fencing-token counter |
+//! | `p{HEX}:kind:changed` | pub/sub channel | change signals |
+//!
+//! where `HEX` is the name's UTF-8 bytes in lowercase hexadecimal: every key of one name shares
+//! the hash tag `{HEX}` (one Redis Cluster slot), and no byte of a name (a brace, a newline)
+//! can break the tag or collide with another name.
+
+use lock_core::{LockKey, LockKind, Metadata};
+use std::fmt::Write as _;
+
+pub(crate) const KINDS: [LockKind; 3] = [LockKind::Mutex, LockKind::RwMutex, LockKind::Semaphore];
+
+/// Key and channel names under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Layout {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn base(&self, name: &str, kind: LockKind) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + name.len() * 2 + 16);
+        out.push_str(&self.prefix);
+        out.push('{');
+        for byte in name.as_bytes() {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out.push_str("}:");
+        out.push_str(kind.as_str());
+        out
+    }
+
+    /// The hash holding the lease set.
+    pub(crate) fn set(&self, key: &LockKey) -> String {
+        self.base(key.name(), key.kind())
+    }
+
+    /// The lease set of `name` of `kind`.
+    pub(crate) fn set_of(&self, name: &str, kind: LockKind) -> String {
+        self.base(name, kind)
+    }
+
+    /// The token counter.
+    pub(crate) fn counter(&self, key: &LockKey) -> String {
+        self.base(key.name(), key.kind()) + ":token"
+    }
+
+    /// The change channel.
+    pub(crate) fn channel(&self, key: &LockKey) -> String {
+        self.channel_of(key.name(), key.kind())
+    }
+
+    /// The change channel of `name` of `kind`.
+    pub(crate) fn channel_of(&self, name: &str, kind: LockKind) -> String {
+        self.base(name, kind) + ":changed"
+    }
+
+    /// The pattern matching every change channel under the prefix (glob characters of the
+    /// prefix escaped).
+    pub(crate) fn pattern(&self) -> String {
+        let mut out = String::with_capacity(self.prefix.len() + 4);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push_str("{*}:*:changed");
+        out
+    }
+
+    /// The lock a change channel belongs to; `None` for a channel of another layout.
+    pub(crate) fn parse_channel(&self, channel: &str) -> Option<LockKey> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix('{')?;
+        let rest = rest.strip_suffix(":changed")?;
+        let (hex, kind) = rest.split_once("}:")?;
+        let kind = KINDS.into_iter().find(|k| k.as_str() == kind)?;
+        if hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let name = String::from_utf8(bytes).ok()?;
+        LockKey::new(&name, kind).ok()
+    }
+}
+
+/// Encodes metadata as length-prefixed pairs: `<len>:<key><len>:<value>...`.
+pub(crate) fn encode_metadata(metadata: &Metadata) -> String {
+    let mut out = String::new();
+    for (k, v) in metadata {
+        let _ = write!(out, "{}:{k}{}:{v}", k.len(), v.len());
+    }
+    out
+}
+
+/// Decodes [`encode_metadata`]'s format; `None` when malformed.
+pub(crate) fn decode_metadata(mut s: &str) -> Option<Metadata> {
+    fn item<'a>(s: &mut &'a str) -> Option<&'a str> {
+        let (len, rest) = s.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let value = rest.get(..len)?;
+        *s = &rest[len..];
+        Some(value)
+    }
+    let mut metadata = Metadata::new();
+    while !s.is_empty() {
+        let k = item(&mut s)?;
+        let v = item(&mut s)?;
+        metadata.insert(k.to_owned(), v.to_owned());
+    }
+    Some(metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_and_newlines_stay_inside_the_tag() {
+        let layout = Layout::new("lock:");
+        for name in ["{a}", "}{", "a\nb", "ünï {x}", "plain"] {
+            let key = LockKey::new(name, LockKind::Semaphore).unwrap();
+            let set = layout.set(&key);
+            let tag_start = set.find('{').unwrap();
+            let tag_end = set.find('}').unwrap();
+            assert_eq!(&set[..tag_start], "lock:");
+            assert!(
+                set[tag_start + 1..tag_end]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit())
+            );
+            assert!(layout.counter(&key).starts_with(&set[..=tag_end]));
+            assert_eq!(layout.parse_channel(&layout.channel(&key)), Some(key));
+        }
+        assert_eq!(layout.parse_channel("lock:{zz}:mutex:changed"), None);
+        assert_eq!(layout.parse_channel("other:{61}:mutex:changed"), None);
+    }
+
+    #[test]
+    fn pattern_escapes_glob_characters() {
+        assert_eq!(Layout::new("a*[b]:").pattern(), "a\\*\\[b\\]:{*}:*:changed");
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let mut m = Metadata::new();
+        m.insert("host".into(), "worker-7".into());
+        m.insert("job".into(), "nightly {v2}: 3:4".into());
+        m.insert("".into(), "ü".into());
+        assert_eq!(decode_metadata(&encode_metadata(&m)), Some(m));
+        assert_eq!(decode_metadata(""), Some(Metadata::new()));
+        assert_eq!(decode_metadata("5:ab"), None);
+    }
+}

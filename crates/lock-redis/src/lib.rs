@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backend;
+mod config;
+mod keys;
+mod node;
+
+pub use backend::Redis;
+pub use config::RedisConfig;

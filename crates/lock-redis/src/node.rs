@@ -1,0 +1,202 @@
+//! One Redis instance: its multiplexed, reconnecting connection, bounded round trips, and its
+//! pub/sub listener.
+
+use crate::config::{password, redact};
+use crate::keys::Layout;
+use futures_util::StreamExt;
+use lock_core::{Error, Notifier, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, ScriptInvocation};
+use std::fmt;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// A failure of one instance: the instance's URL (password redacted) and what went wrong.
+#[derive(Debug)]
+pub(crate) struct NodeError {
+    node: String,
+    kind: NodeErrorKind,
+}
+
+#[derive(Debug)]
+enum NodeErrorKind {
+    Timeout(Duration),
+    Redis(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            NodeErrorKind::Timeout(t) => {
+                write!(f, "redis node {} did not answer within {t:?}", self.node)
+            }
+            NodeErrorKind::Redis(_) => write!(f, "redis node {} failed", self.node),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            NodeErrorKind::Timeout(_) => None,
+            NodeErrorKind::Redis(e) => Some(&**e),
+        }
+    }
+}
+
+/// A client error's text with a password scrubbed out, standing in for the error when its text
+/// held the password.
+#[derive(Debug)]
+struct Scrubbed(String);
+
+impl fmt::Display for Scrubbed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Scrubbed {}
+
+/// One instance.
+pub(crate) struct Node {
+    /// The URL with its password redacted.
+    pub(crate) url: String,
+    password: Option<String>,
+    client: Client,
+    conn: ConnectionManager,
+    timeout: Duration,
+}
+
+impl Node {
+    /// Prepares the connection to `url` without connecting yet.
+    pub(crate) fn new(url: &str, timeout: Duration, root_cert: Option<&[u8]>) -> Result<Node> {
+        let url = url.trim();
+        let redacted = redact(url);
+        let password = password(url).map(str::to_owned);
+        let scrub = |e: redis::RedisError| {
+            let text = e.to_string();
+            match &password {
+                Some(p) => text.replace(p.as_str(), "***"),
+                None => text,
+            }
+        };
+        let opened = match root_cert {
+            Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            _ => Client::open(url),
+        };
+        let client = opened.map_err(|e| {
+            Error::config(format!("redis url {redacted:?} is invalid: {}", scrub(e)))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| Error::config(format!("redis url {redacted:?}: {}", scrub(e))))?;
+        Ok(Node {
+            url: redacted,
+            password,
+            client,
+            conn,
+            timeout,
+        })
+    }
+
+    pub(crate) fn error(&self, e: redis::RedisError) -> NodeError {
+        let source: Box<dyn std::error::Error + Send + Sync> = match &self.password {
+            Some(p) if e.to_string().contains(p.as_str()) => {
+                Box::new(Scrubbed(e.to_string().replace(p.as_str(), "***")))
+            }
+            _ => Box::new(e),
+        };
+        NodeError {
+            node: self.url.clone(),
+            kind: NodeErrorKind::Redis(source),
+        }
+    }
+
+    fn timed_out(&self) -> NodeError {
+        NodeError {
+            node: self.url.clone(),
+            kind: NodeErrorKind::Timeout(self.timeout),
+        }
+    }
+
+    /// Runs a script invocation, bounded by the timeout (both tries together). A connection
+    /// found dropped (the server restarted, a proxy closed it) is replaced and the script sent
+    /// once more: every script is safe to repeat (acquire returns the lease it granted, extend
+    /// sets the same expiry; a repeated release reports "not held" only if the first one ran
+    /// and its answer was lost with the connection).
+    pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, NodeError> {
+        let attempt = async {
+            let mut conn = self.conn.clone();
+            match invocation.invoke_async(&mut conn).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    invocation.invoke_async(&mut conn).await
+                }
+                result => result,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// A PING, bounded by the timeout.
+    pub(crate) async fn ping(&self) -> Result<(), NodeError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.error(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Starts the listener: one pub/sub connection that pattern-subscribes to every change
+    /// channel under the prefix and signals `notifier`; it reconnects after a failure and then
+    /// signals every waiter (messages may have been lost meanwhile).
+    pub(crate) fn listen(&self, layout: Layout, notifier: Notifier) -> JoinHandle<()> {
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            let pattern = layout.pattern();
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let connected = tokio::time::timeout(timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.psubscribe(&pattern).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                if let Ok(Ok(pubsub)) = connected {
+                    pause = Duration::from_millis(100);
+                    // Changes made while we were not listening went unheard.
+                    notifier.notify_all();
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        if let Some(key) = layout.parse_channel(message.get_channel_name()) {
+                            notifier.notify(&key);
+                        }
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        })
+    }
+}

@@ -1,0 +1,20 @@
+-- Redlock's second round: raises the token counter to T (counter = max(counter, T)) and
+-- records T as the token of the lease with this id, if this node has it.
+-- KEYS[1] the lease set, KEYS[2] the token counter. ARGV: 1 lease id, 2 T, 3 counter ttl (ms).
+-- Returns 1.
+local key, counter, id, t = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local last = tonumber(redis.call('GET', counter) or '0') or 0
+if last < t then
+  redis.call('SET', counter, fmt(t), 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', counter, ARGV[3])
+end
+local raw = redis.call('HGET', key, 'L' .. id)
+if raw then
+  local lease = cjson.decode(raw)
+  if tonumber(lease.t) < t then
+    lease.t = fmt(t)
+    redis.call('HSET', key, 'L' .. id, cjson.encode(lease))
+  end
+end
+return 1

@@ -1,0 +1,24 @@
+-- Deletes the lease and the waiting claim with this id, and publishes the change.
+-- KEYS[1] the lease set. ARGV: 1 lease id, 2 change channel.
+-- Returns 1 when a valid lease was deleted, 0 when none had this id.
+local key, id = KEYS[1], ARGV[1]
+local now = now_us()
+local s = load(key, now, true)
+local changed = s.expired
+local held = 0
+if s.leases[id] then
+  redis.call('HDEL', key, 'L' .. id)
+  s.count = s.count - 1
+  held = 1
+  changed = true
+end
+if s.claims[id] then
+  redis.call('HDEL', key, 'C' .. id)
+  s.count = s.count - 1
+  changed = true
+end
+store(key, s, now)
+if changed then
+  redis.call('PUBLISH', ARGV[2], 'released')
+end
+return held
