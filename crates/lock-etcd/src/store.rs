@@ -1,0 +1,510 @@
+//! [`Etcd`]: the backend's operations, each a few bounded round trips.
+
+use crate::config::EtcdConfig;
+use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
+use crate::subscribe;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
+use lock_core::{
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
+    Subscription,
+};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+/// How often an operation re-reads and retries when a concurrent write changed the lock
+/// between its read and its transaction.
+const CONFLICT_RETRIES: usize = 16;
+
+/// The etcd v3 backend: one etcd lease per grant and per waiting claim, waiters queued in
+/// revision order. Cheap to clone; clones share the connection.
+///
+/// See the crate documentation for the design, the guarantees and the limits.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn unavailable(e: impl Into<lock_core::BoxError>) -> Error {
+    Error::unavailable("etcd", e)
+}
+
+/// Runs one round trip within `timeout`.
+pub(crate) async fn rpc<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("etcd {what} timed out after {timeout:?}"),
+        ))),
+    }
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
+    header
+        .map(etcd_client::ResponseHeader::revision)
+        .ok_or_else(|| unavailable("etcd response without a header"))
+}
+
+impl Etcd {
+    /// Connects to the cluster and checks it answers one read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration (naming the value);
+    /// [`Error::ProviderUnavailable`] when the cluster cannot be reached within
+    /// `connect_timeout` + `request_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    pub async fn connect(config: EtcdConfig) -> Result<Etcd> {
+        config.validate()?;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(2), config.request_timeout)
+            .with_require_leader(true);
+        if let Some((user, password)) = &config.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let endpoints: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .collect();
+        let client = rpc(
+            config.connect_timeout + config.request_timeout,
+            "connect",
+            Client::connect(&endpoints, Some(options)),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::ProviderUnavailable { source, .. } => {
+                Error::unavailable("etcd", format!("cannot connect to {endpoints:?}: {source}"))
+            }
+            other => other,
+        })?;
+        let etcd = Etcd {
+            client,
+            prefix: config.prefix,
+            timeout: config.request_timeout,
+        };
+        etcd.read(etcd.prefix.clone().into_bytes(), true).await?;
+        Ok(etcd)
+    }
+
+    /// The underlying client, for the maintenance API or other tools.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn own_key(&self, key: &LockKey, lease: LeaseId) -> String {
+        format!(
+            "{}{}",
+            lock_prefix(&self.prefix, key),
+            lease.to_ulid_string()
+        )
+    }
+
+    /// Reads a key (or a prefix): the entries and the revision of the read.
+    async fn read(&self, key: Vec<u8>, prefix: bool) -> Result<(Vec<Entry>, i64)> {
+        let options = prefix.then(|| GetOptions::new().with_prefix());
+        let mut kv = self.client.kv_client();
+        let response = rpc(self.timeout, "read", kv.get(key, options)).await?;
+        let revision = header_revision(response.header())?;
+        let entries = response
+            .kvs()
+            .iter()
+            .map(Entry::from_kv)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, revision))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64> {
+        let mut lease = self.client.lease_client();
+        let response = rpc(
+            self.timeout,
+            "lease grant",
+            lease.grant(lease_secs(ttl), None),
+        )
+        .await?;
+        if !response.error().is_empty() {
+            return Err(unavailable(format!(
+                "etcd lease grant failed: {}",
+                response.error()
+            )));
+        }
+        Ok(response.id())
+    }
+
+    /// Revokes a lease, ignoring failures: it expires by itself anyway.
+    async fn revoke_quietly(&self, lease: i64) {
+        if lease != 0 {
+            let mut client = self.client.lease_client();
+            let _ = rpc(self.timeout, "lease revoke", client.revoke(lease)).await;
+        }
+    }
+
+    /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
+    async fn keep_alive(&self, lease: i64) -> Result<bool> {
+        let mut client = self.client.lease_client();
+        match tokio::time::timeout(self.timeout, client.keep_alive(lease)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("etcd lease keep-alive timed out after {:?}", self.timeout),
+            ))),
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
+        let mut kv = self.client.kv_client();
+        let response = rpc(self.timeout, "transaction", kv.txn(txn)).await?;
+        Ok((response.succeeded(), header_revision(response.header())?))
+    }
+
+    /// One acquisition attempt on a consistent read of the lock's entries.
+    async fn try_acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        let base = lock_prefix(&self.prefix, &request.key);
+        let own_key = self.own_key(&request.key, request.lease_id);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, revision) = self.read(base.clone().into_bytes(), true).await?;
+            if let Some(other) = entries.iter().find(|e| e.stored.limit != request.limit) {
+                return Err(request.limit_mismatch(other.stored.limit));
+            }
+            let mine = entries.iter().find(|e| e.key == own_key.as_bytes());
+            if let Some(mine) = mine.filter(|m| m.stored.held) {
+                // A re-sent request whose grant went through: the key exists, so its lease is
+                // alive at this read.
+                return Ok(Acquired::Granted {
+                    token: FencingToken(mine.token()),
+                });
+            }
+            let held: u64 = entries
+                .iter()
+                .filter(|e| e.stored.held)
+                .map(|e| e.stored.weight())
+                .sum();
+            let ahead: u64 = entries
+                .iter()
+                .filter(|e| !e.stored.held && e.key != own_key.as_bytes())
+                .filter(|e| mine.is_none_or(|m| e.create_revision < m.create_revision))
+                .map(|e| e.stored.weight())
+                .sum();
+
+            if held + ahead + request.weight() <= u64::from(request.limit) {
+                let lease = self.grant_lease(request.ttl).await?;
+                let stored = Stored {
+                    held: true,
+                    owner: request.owner.to_string(),
+                    mode: request.mode,
+                    permits: request.permits,
+                    limit: request.limit,
+                    token: None,
+                    lease_ttl: lease_secs(request.ttl),
+                    metadata: (*request.metadata).clone(),
+                };
+                // Granted only if nothing in the set was created or changed since the read
+                // (deletions only free room). The put names the fresh lease: etcd refuses a put
+                // on a lease that no longer exists, so a grant is never made on a dead lease.
+                let txn = Txn::new()
+                    .when([
+                        Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1)
+                            .with_prefix(),
+                    ])
+                    .and_then([TxnOp::put(
+                        own_key.clone(),
+                        stored.encode(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                match self.txn(txn).await {
+                    Ok((true, grant_revision)) => {
+                        if let Some(claim) = mine {
+                            self.revoke_quietly(claim.lease).await;
+                        }
+                        // The revision of the grant's own write: strictly above every earlier
+                        // write to the cluster, hence above every earlier token of this lock.
+                        let token = u64::try_from(grant_revision)
+                            .map_err(|_| unavailable("negative etcd revision"))?;
+                        return Ok(Acquired::Granted {
+                            token: FencingToken(token),
+                        });
+                    }
+                    Ok((false, _)) => {
+                        self.revoke_quietly(lease).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.revoke_quietly(lease).await;
+                        return Err(e);
+                    }
+                }
+            }
+
+            let Some(claim_ttl) = request.claim else {
+                return Ok(Acquired::Busy { retry_after: None });
+            };
+            if let Some(mine) = mine
+                && self.keep_alive(mine.lease).await?
+            {
+                return Ok(Acquired::Busy { retry_after: None });
+            }
+            // No claim yet (or it expired): queue at the back, in revision order.
+            let lease = self.grant_lease(claim_ttl).await?;
+            let stored = Stored {
+                held: false,
+                owner: request.owner.to_string(),
+                mode: request.mode,
+                permits: request.permits,
+                limit: request.limit,
+                token: None,
+                lease_ttl: lease_secs(claim_ttl),
+                metadata: Default::default(),
+            };
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    own_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([TxnOp::put(
+                    own_key.clone(),
+                    stored.encode(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            match self.txn(txn).await {
+                Ok((true, _)) => return Ok(Acquired::Busy { retry_after: None }),
+                Ok((false, _)) => {
+                    self.revoke_quietly(lease).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.revoke_quietly(lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        // Heavy contention: report busy, the caller retries.
+        Ok(Acquired::Busy {
+            retry_after: Some(Duration::from_millis(10)),
+        })
+    }
+
+    /// Deletes the request's key if it is still the entry that was read.
+    async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                entry.key.clone(),
+                CompareOp::Equal,
+                entry.mod_revision,
+            )])
+            .and_then([TxnOp::delete(entry.key.clone(), None)]);
+        let (deleted, _) = self.txn(txn).await?;
+        if deleted {
+            self.revoke_quietly(entry.lease).await;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Backend for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    /// Waiters are signalled by an etcd watch on their predecessor; changes further ahead are
+    /// seen at the claim refresh (a third of the claim TTL), so this stays `false` and the
+    /// handles keep their fallback poll.
+    fn reliable_notifications(&self) -> bool {
+        false
+    }
+
+    async fn acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        self.try_acquire(request).await
+    }
+
+    async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
+        let own_key = self.own_key(key, lease);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
+            let Some(entry) = entries.into_iter().next() else {
+                return Err(Error::NotHeld {
+                    name: key.name().to_owned(),
+                });
+            };
+            if self.delete_entry(&entry).await? {
+                return if entry.stored.held {
+                    Ok(())
+                } else {
+                    // Only a waiting claim was withdrawn.
+                    Err(Error::NotHeld {
+                        name: key.name().to_owned(),
+                    })
+                };
+            }
+        }
+        Err(unavailable(format!(
+            "release of {own_key:?} kept conflicting with concurrent writes"
+        )))
+    }
+
+    /// Extending with the TTL the lease was granted with (in whole seconds, rounded up) is an
+    /// etcd keep-alive. Another TTL moves the key to a fresh etcd lease of that TTL in one
+    /// transaction (the token is kept in the value), then revokes the old lease.
+    async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
+        let own_key = self.own_key(key, lease);
+        let expired = || Error::Expired {
+            name: key.name().to_owned(),
+        };
+        let secs = lease_secs(ttl);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
+            let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
+                return Err(expired());
+            };
+            if entry.stored.lease_ttl == secs {
+                return if self.keep_alive(entry.lease).await? {
+                    Ok(())
+                } else {
+                    Err(expired())
+                };
+            }
+            // Keep the old lease alive while the key moves, and make sure it still is.
+            if !self.keep_alive(entry.lease).await? {
+                return Err(expired());
+            }
+            let new_lease = self.grant_lease(ttl).await?;
+            let mut stored = entry.stored.clone();
+            stored.token = Some(entry.token());
+            stored.lease_ttl = secs;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    own_key.clone(),
+                    CompareOp::Equal,
+                    entry.mod_revision,
+                )])
+                .and_then([TxnOp::put(
+                    own_key.clone(),
+                    stored.encode(),
+                    Some(PutOptions::new().with_lease(new_lease)),
+                )]);
+            match self.txn(txn).await {
+                Ok((true, _)) => {
+                    self.revoke_quietly(entry.lease).await;
+                    return Ok(());
+                }
+                Ok((false, _)) => self.revoke_quietly(new_lease).await,
+                Err(e) => {
+                    self.revoke_quietly(new_lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "extend of {own_key:?} kept conflicting with concurrent writes"
+        )))
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
+        lock_core::validate_name(name)?;
+        let prefix = name_prefix(&self.prefix, name);
+        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
+        let mut holders = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.stored.held) {
+            let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
+            let Some(kind) = kind_of(&rest) else { continue };
+            let mut client = self.client.lease_client();
+            let ttl = rpc(
+                self.timeout,
+                "lease time-to-live",
+                client.time_to_live(entry.lease, None),
+            )
+            .await?
+            .ttl();
+            if ttl < 0 {
+                continue; // expired since the read
+            }
+            let key = LockKey::new(name, kind)?;
+            let expires_at =
+                SystemTime::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+            holders.push(LockInfo::new(
+                &key,
+                entry.stored.owner.clone(),
+                FencingToken(entry.token()),
+                entry.stored.mode,
+                entry.stored.permits,
+                expires_at,
+                entry.stored.metadata.clone(),
+            ));
+        }
+        holders.sort_by_key(|info| info.token);
+        Ok(holders)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<usize> {
+        lock_core::validate_name(name)?;
+        let prefix = name_prefix(&self.prefix, name);
+        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
+        let held = entries.iter().filter(|e| e.stored.held).count();
+        // Revoke first: a keep-alive after this point finds the lease gone (Expired).
+        for entry in &entries {
+            if entry.lease != 0 {
+                let mut client = self.client.lease_client();
+                match tokio::time::timeout(self.timeout, client.revoke(entry.lease)).await {
+                    Ok(Ok(_)) => {}
+                    // Already expired or revoked: fine.
+                    Ok(Err(etcd_client::Error::GRpcStatus(status)))
+                        if status.message().contains("lease not found") => {}
+                    Ok(Err(e)) => return Err(unavailable(e)),
+                    Err(_) => {
+                        return Err(unavailable(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("etcd lease revoke timed out after {:?}", self.timeout),
+                        )));
+                    }
+                }
+            }
+        }
+        let mut kv = self.client.kv_client();
+        rpc(
+            self.timeout,
+            "delete",
+            kv.delete(prefix, Some(DeleteOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(held)
+    }
+
+    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
+        Ok(subscribe::follow(
+            self.client.clone(),
+            self.timeout,
+            lock_prefix(&self.prefix, &request.key),
+            self.own_key(&request.key, request.lease_id),
+        ))
+    }
+}
