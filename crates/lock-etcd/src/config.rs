@@ -16,7 +16,8 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// The cluster's client endpoints, `host:port` or `http://host:port`; requests are
-    /// balanced over them. Default: `localhost:2379`.
+    /// balanced over them. An endpoint may carry credentials (`http://user:password@host:port`):
+    /// they are used as [`user`](Self::user) and never shown. Default: `localhost:2379`.
     pub endpoints: Vec<String>,
     /// Every key this backend writes starts with this prefix. Default: `/locks/`.
     pub prefix: String,
@@ -77,7 +78,14 @@ impl EtcdConfig {
             let trimmed = endpoint.trim();
             if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
                 return Err(Error::config(format!(
-                    "etcd endpoints: invalid endpoint {endpoint:?} (expected host:port or http://host:port)"
+                    "etcd endpoints: invalid endpoint {:?} (expected host:port or http://host:port)",
+                    redact(endpoint)
+                )));
+            }
+            if trimmed.to_ascii_lowercase().starts_with("https://") {
+                return Err(Error::config(format!(
+                    "etcd endpoints: {:?} uses TLS, which this version of lock-etcd does not support",
+                    redact(endpoint)
                 )));
             }
         }
@@ -91,10 +99,45 @@ impl EtcdConfig {
     }
 }
 
+/// Splits `scheme://user:password@host:port` into the endpoint without its credentials, and
+/// the credentials.
+pub(crate) fn split_credentials(endpoint: &str) -> (String, Option<(String, String)>) {
+    let endpoint = endpoint.trim();
+    let (scheme, rest) = match endpoint.find("://") {
+        Some(i) => endpoint.split_at(i + 3),
+        None => ("", endpoint),
+    };
+    match rest.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            (
+                format!("{scheme}{host}"),
+                Some((user.to_owned(), password.to_owned())),
+            )
+        }
+        None => (endpoint.to_owned(), None),
+    }
+}
+
+/// The endpoint with any password replaced by `***`.
+pub(crate) fn redact(endpoint: &str) -> String {
+    match split_credentials(endpoint) {
+        (clean, Some((user, _))) => match clean.find("://") {
+            Some(i) => format!("{}{user}:***@{}", &clean[..i + 3], &clean[i + 3..]),
+            None => format!("{user}:***@{clean}"),
+        },
+        (clean, None) => clean,
+    }
+}
+
 impl fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdConfig")
-            .field("endpoints", &self.endpoints)
+            .field(
+                "endpoints",
+                &self.endpoints.iter().map(|e| redact(e)).collect::<Vec<_>>(),
+            )
             .field("prefix", &self.prefix)
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -119,6 +162,27 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(shown.contains("root"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn credentials_in_endpoints_are_split_and_hidden() {
+        let (clean, user) = split_credentials("http://root:s3cret@e1:2379");
+        assert_eq!(clean, "http://e1:2379");
+        assert_eq!(user, Some(("root".into(), "s3cret".into())));
+        assert_eq!(split_credentials("e1:2379"), ("e1:2379".into(), None));
+        assert_eq!(redact("root:s3cret@e1:2379"), "root:***@e1:2379");
+        let shown = format!("{:?}", EtcdConfig::new(["http://root:s3cret@e1:2379"]));
+        assert!(
+            !shown.contains("s3cret") && shown.contains("http://root:***@e1:2379"),
+            "{shown}"
+        );
+        let err = EtcdConfig::new(["https://root:s3cret@e1:2379"])
+            .validate()
+            .unwrap_err();
+        assert!(
+            !err.to_string().contains("s3cret") && err.to_string().contains("TLS"),
+            "{err}"
+        );
     }
 
     #[test]

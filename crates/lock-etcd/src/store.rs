@@ -41,20 +41,69 @@ pub(crate) fn unavailable(e: impl Into<lock_core::BoxError>) -> Error {
     Error::unavailable("etcd", e)
 }
 
-/// Runs one round trip within `timeout`.
-pub(crate) async fn rpc<T>(
-    timeout: Duration,
-    what: &str,
-    call: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(unavailable(e)),
-        Err(_) => Err(unavailable(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("etcd {what} timed out after {timeout:?}"),
-        ))),
+/// Why a round trip failed.
+pub(crate) enum Failure {
+    /// etcd (or the transport) reported an error.
+    Etcd(etcd_client::Error),
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+impl Failure {
+    fn into_error(self, what: &str, timeout: Duration) -> Error {
+        match self {
+            Failure::Etcd(e) => unavailable(e),
+            Failure::TimedOut => unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("etcd {what} timed out after {timeout:?}"),
+            )),
+        }
     }
+}
+
+/// True when the request never left this process: no connection to the endpoint the balancer
+/// picked (a killed node). Such a request is safe to send again.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{:?}", status.code()) == "Unavailable"
+                && status.message().contains("connect error")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs one round trip within `timeout`, sending it again (to another endpoint, as the
+/// balancer picks) while it could not even be sent.
+pub(crate) async fn call<T, F, Fut>(timeout: Duration, mut send: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let pause = Duration::from_millis(50);
+    loop {
+        match tokio::time::timeout_at(deadline, send()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Err(e)) => return Err(Failure::Etcd(e)),
+            Err(_) => return Err(Failure::TimedOut),
+        }
+    }
+}
+
+/// [`call`], with failures mapped to [`Error::ProviderUnavailable`].
+pub(crate) async fn rpc<T, F, Fut>(timeout: Duration, what: &str, send: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    call(timeout, send)
+        .await
+        .map_err(|f| f.into_error(what, timeout))
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
@@ -92,7 +141,7 @@ impl Etcd {
         let client = rpc(
             config.connect_timeout + config.request_timeout,
             "connect",
-            Client::connect(&endpoints, Some(options)),
+            || Client::connect(&endpoints, Some(options.clone())),
         )
         .await
         .map_err(|e| match e {
@@ -131,8 +180,12 @@ impl Etcd {
     /// Reads a key (or a prefix): the entries and the revision of the read.
     async fn read(&self, key: Vec<u8>, prefix: bool) -> Result<(Vec<Entry>, i64)> {
         let options = prefix.then(|| GetOptions::new().with_prefix());
-        let mut kv = self.client.kv_client();
-        let response = rpc(self.timeout, "read", kv.get(key, options)).await?;
+        let response = rpc(self.timeout, "read", || {
+            let mut kv = self.client.kv_client();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await?;
         let revision = header_revision(response.header())?;
         let entries = response
             .kvs()
@@ -143,12 +196,10 @@ impl Etcd {
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<i64> {
-        let mut lease = self.client.lease_client();
-        let response = rpc(
-            self.timeout,
-            "lease grant",
-            lease.grant(lease_secs(ttl), None),
-        )
+        let response = rpc(self.timeout, "lease grant", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(lease_secs(ttl), None).await }
+        })
         .await?;
         if !response.error().is_empty() {
             return Err(unavailable(format!(
@@ -162,28 +213,49 @@ impl Etcd {
     /// Revokes a lease, ignoring failures: it expires by itself anyway.
     async fn revoke_quietly(&self, lease: i64) {
         if lease != 0 {
-            let mut client = self.client.lease_client();
-            let _ = rpc(self.timeout, "lease revoke", client.revoke(lease)).await;
+            let _ = self.revoke(lease).await;
         }
     }
 
     /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let mut client = self.client.lease_client();
-        match tokio::time::timeout(self.timeout, client.keep_alive(lease)).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("etcd lease keep-alive timed out after {:?}", self.timeout),
-            ))),
+        let renewed = call(self.timeout, || {
+            let mut client = self.client.lease_client();
+            async move { client.keep_alive(lease).await }
+        })
+        .await;
+        match renewed {
+            Ok(_) => Ok(true),
+            Err(Failure::Etcd(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
+            Err(f) => Err(f.into_error("lease keep-alive", self.timeout)),
+        }
+    }
+
+    /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
+    async fn revoke(&self, lease: i64) -> Result<bool> {
+        let revoked = call(self.timeout, || {
+            let mut client = self.client.lease_client();
+            async move { client.revoke(lease).await }
+        })
+        .await;
+        match revoked {
+            Ok(_) => Ok(true),
+            Err(Failure::Etcd(etcd_client::Error::GRpcStatus(status)))
+                if status.message().contains("lease not found") =>
+            {
+                Ok(false)
+            }
+            Err(f) => Err(f.into_error("lease revoke", self.timeout)),
         }
     }
 
     async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
-        let mut kv = self.client.kv_client();
-        let response = rpc(self.timeout, "transaction", kv.txn(txn)).await?;
+        let response = rpc(self.timeout, "transaction", || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
         Ok((response.succeeded(), header_revision(response.header())?))
     }
 
@@ -245,6 +317,14 @@ impl Etcd {
                     Ok((true, grant_revision)) => {
                         if let Some(claim) = mine {
                             self.revoke_quietly(claim.lease).await;
+                        }
+                        // A waiter re-checks its new lease is alive before it reports the
+                        // grant (the trap Jepsen found in etcd 3.4.3's lock RPC, where a waiter
+                        // whose session had expired was told it held the lock).
+                        if request.claim.is_some() && !self.keep_alive(lease).await? {
+                            return Ok(Acquired::Busy {
+                                retry_after: Some(Duration::ZERO),
+                            });
                         }
                         // The revision of the grant's own write: strictly above every earlier
                         // write to the cluster, hence above every earlier token of this lock.
@@ -437,12 +517,11 @@ impl Backend for Etcd {
         for entry in entries.into_iter().filter(|e| e.stored.held) {
             let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
             let Some(kind) = kind_of(&rest) else { continue };
-            let mut client = self.client.lease_client();
-            let ttl = rpc(
-                self.timeout,
-                "lease time-to-live",
-                client.time_to_live(entry.lease, None),
-            )
+            let lease = entry.lease;
+            let ttl = rpc(self.timeout, "lease time-to-live", || {
+                let mut client = self.client.lease_client();
+                async move { client.time_to_live(lease, None).await }
+            })
             .await?
             .ttl();
             if ttl < 0 {
@@ -473,28 +552,18 @@ impl Backend for Etcd {
         // Revoke first: a keep-alive after this point finds the lease gone (Expired).
         for entry in &entries {
             if entry.lease != 0 {
-                let mut client = self.client.lease_client();
-                match tokio::time::timeout(self.timeout, client.revoke(entry.lease)).await {
-                    Ok(Ok(_)) => {}
-                    // Already expired or revoked: fine.
-                    Ok(Err(etcd_client::Error::GRpcStatus(status)))
-                        if status.message().contains("lease not found") => {}
-                    Ok(Err(e)) => return Err(unavailable(e)),
-                    Err(_) => {
-                        return Err(unavailable(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("etcd lease revoke timed out after {:?}", self.timeout),
-                        )));
-                    }
-                }
+                // Already expired or revoked (`false`) is fine.
+                self.revoke(entry.lease).await?;
             }
         }
-        let mut kv = self.client.kv_client();
-        rpc(
-            self.timeout,
-            "delete",
-            kv.delete(prefix, Some(DeleteOptions::new().with_prefix())),
-        )
+        rpc(self.timeout, "delete", || {
+            let mut kv = self.client.kv_client();
+            let prefix = prefix.clone();
+            async move {
+                kv.delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        })
         .await?;
         Ok(held)
     }
