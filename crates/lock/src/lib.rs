@@ -10,7 +10,7 @@
 //! | `memory` (default) | [`provider::Memory`](provider): in-process locks |
 //! | `redis` | Redis, one instance or Redlock (not implemented yet) |
 //! | `postgres` | PostgreSQL (not implemented yet) |
-//! | `etcd` | etcd v3 (not implemented yet) |
+//! | `etcd` | [`provider::Etcd`](provider): etcd v3, leases and revision-ordered queues (needs `protoc` to build) |
 //! | `full` | all of them |
 //!
 //! Every acquisition returns a [`Guard`] with a [`FencingToken`] that grows with every grant
@@ -66,6 +66,10 @@ pub mod provider {
     #[cfg(feature = "memory")]
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub use lock_memory::Memory;
+
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub use lock_etcd::{Etcd, EtcdConfig};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.
