@@ -4,7 +4,7 @@
 #   scripts/test.sh
 #
 # 1. installs what the checks need (cargo-deny, the advisory snapshot; server packages and
-#    protoc once the backend crates that need them exist),
+#    protoc once the backend crates that need them exist; etcdctl for the etcd readiness wait),
 # 2. starts throwaway servers on loopback ports, unless LOCK_TEST_REDIS_URLS,
 #    LOCK_TEST_POSTGRES_URL or LOCK_TEST_ETCD_ENDPOINTS point at servers already running,
 # 3. runs fmt, clippy, docs, every test (with LOCK_TEST_REQUIRE_SERVERS=1: a missing server
@@ -112,6 +112,7 @@ start_etcd() {
         return
     fi
     have etcd || apt_install etcd-server
+    have etcdctl || apt_install etcd-client
     local cluster="" endpoints=() i
     for i in 1 2 3; do cluster+="n$i=http://127.0.0.1:$((2480 + i)),"; done
     for i in 1 2 3; do
@@ -128,6 +129,20 @@ start_etcd() {
     for i in 1 2 3; do wait_port $((2380 + i)); done
     export LOCK_TEST_ETCD_ENDPOINTS
     LOCK_TEST_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    # Listening is not ready: wait until a leader is elected and every member commits a write.
+    local ready=0
+    for _ in $(seq 1 60); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_ENDPOINTS" --command-timeout=2s \
+            endpoint health >/dev/null 2>&1; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if [ "$ready" != 1 ]; then
+        echo "etcd cluster $LOCK_TEST_ETCD_ENDPOINTS not healthy after 30 s" >&2
+        return 1
+    fi
     log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
 }
 
