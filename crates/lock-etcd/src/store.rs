@@ -3,9 +3,7 @@
 use crate::config::EtcdConfig;
 use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
     Subscription,
@@ -548,23 +546,15 @@ impl Backend for Etcd {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
         let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
-        let held = entries.iter().filter(|e| e.stored.held).count();
-        // Revoke first: a keep-alive after this point finds the lease gone (Expired).
+        // Each key read is deleted only if unchanged since the read, then its lease revoked: a
+        // waiter granted meanwhile (its claim re-written as a lease) came after this
+        // force-release and keeps its grant.
+        let mut held = 0;
         for entry in &entries {
-            if entry.lease != 0 {
-                // Already expired or revoked (`false`) is fine.
-                self.revoke(entry.lease).await?;
+            if self.delete_entry(entry).await? && entry.stored.held {
+                held += 1;
             }
         }
-        rpc(self.timeout, "delete", || {
-            let mut kv = self.client.kv_client();
-            let prefix = prefix.clone();
-            async move {
-                kv.delete(prefix, Some(DeleteOptions::new().with_prefix()))
-                    .await
-            }
-        })
-        .await?;
         Ok(held)
     }
 
