@@ -153,7 +153,13 @@ impl Etcd {
             prefix: config.prefix,
             timeout: config.request_timeout,
         };
-        etcd.read(etcd.prefix.clone().into_bytes(), true).await?;
+        // One small read (a count of one key) proves the cluster answers and has a leader.
+        rpc(etcd.timeout, "read", || {
+            let mut kv = etcd.client.kv_client();
+            let key = etcd.prefix.clone();
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await?;
         Ok(etcd)
     }
 
