@@ -1,6 +1,6 @@
 //! [`Etcd`]: the backend's operations, each a few bounded round trips.
 
-use crate::config::EtcdConfig;
+use crate::config::{EtcdConfig, split_credentials};
 use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
@@ -128,26 +128,39 @@ impl Etcd {
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(Duration::from_secs(2), config.request_timeout)
             .with_require_leader(true);
-        if let Some((user, password)) = &config.user {
-            options = options.with_user(user.clone(), password.clone());
+        let mut user = config.user.clone();
+        let mut endpoints = Vec::new();
+        for endpoint in &config.endpoints {
+            let (clean, credentials) = split_credentials(endpoint);
+            user = user.or(credentials);
+            endpoints.push(clean);
         }
-        let endpoints: Vec<String> = config
-            .endpoints
-            .iter()
-            .map(|e| e.trim().to_owned())
-            .collect();
-        let client = rpc(
-            config.connect_timeout + config.request_timeout,
-            "connect",
-            || Client::connect(&endpoints, Some(options.clone())),
-        )
-        .await
-        .map_err(|e| match e {
-            Error::ProviderUnavailable { source, .. } => {
-                Error::unavailable("etcd", format!("cannot connect to {endpoints:?}: {source}"))
+        if let Some((name, password)) = user {
+            options = options.with_user(name, password);
+        }
+        let connected = call(config.connect_timeout + config.request_timeout, || {
+            Client::connect(&endpoints, Some(options.clone()))
+        })
+        .await;
+        let client = match connected {
+            Ok(client) => client,
+            Err(Failure::Etcd(
+                e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)),
+            )) => {
+                return Err(Error::config(format!(
+                    "etcd endpoints: invalid endpoint in {endpoints:?}: {e}"
+                )));
             }
-            other => other,
-        })?;
+            Err(f) => {
+                let source = f.into_error("connect", config.connect_timeout);
+                let source = std::error::Error::source(&source)
+                    .map_or_else(|| source.to_string(), ToString::to_string);
+                return Err(Error::unavailable(
+                    "etcd",
+                    format!("cannot connect to {endpoints:?}: {source}"),
+                ));
+            }
+        };
         let etcd = Etcd {
             client,
             prefix: config.prefix,
@@ -571,5 +584,39 @@ impl Backend for Etcd {
             lock_prefix(&self.prefix, &request.key),
             self.own_key(&request.key, request.lease_id),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_endpoint_is_a_config_error_naming_it() {
+        let err = Etcd::connect(EtcdConfig::new(["http://[::1"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(err.to_string().contains("http://[::1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_unavailable_within_the_timeouts() {
+        let config = EtcdConfig {
+            endpoints: vec!["http://user:s3cret@127.0.0.1:1".into()],
+            request_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            ..EtcdConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let err = Etcd::connect(config).await.unwrap_err();
+        assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }
