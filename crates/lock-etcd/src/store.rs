@@ -176,11 +176,6 @@ impl Etcd {
         Ok(etcd)
     }
 
-    /// The underlying client, for the maintenance API or other tools.
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
