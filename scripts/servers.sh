@@ -102,12 +102,15 @@ start_postgres() {
 
 # etcd: a 3-node cluster on loopback.
 start_etcd() {
+    # The fault tests start their own etcd processes, whatever LOCK_TEST_* say; etcdctl waits
+    # for the cluster's health.
     have protoc || apt_install protobuf-compiler
+    have etcd || apt_install etcd-server
+    have etcdctl || apt_install etcd-client
     if [ -n "${LOCK_TEST_ETCD_ENDPOINTS:-}" ]; then
         log "etcd: using LOCK_TEST_ETCD_ENDPOINTS"
         return
     fi
-    have etcd || apt_install etcd-server
     local cluster="" endpoints=() i
     for i in 1 2 3; do cluster+="n$i=http://127.0.0.1:$((2480 + i)),"; done
     for i in 1 2 3; do
@@ -124,5 +127,19 @@ start_etcd() {
     for i in 1 2 3; do wait_port $((2380 + i)); done
     export LOCK_TEST_ETCD_ENDPOINTS
     LOCK_TEST_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    # Listening is not ready: wait until a leader is elected and every member answers.
+    local ready=0
+    for _ in $(seq 1 60); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_ENDPOINTS" --command-timeout=2s \
+            endpoint health >/dev/null 2>&1; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if [ "$ready" != 1 ]; then
+        echo "etcd cluster $LOCK_TEST_ETCD_ENDPOINTS not healthy after 30 s" >&2
+        return 1
+    fi
     log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
 }

@@ -620,16 +620,18 @@ async fn locker_new_names_the_missing_feature() {
         let mut config = Config::default();
         config.provider = provider;
         config.postgres.url = Some("postgres://app:s3cret@db/app".into());
-        // Port 1 on loopback: nothing listens there.
+        // Port 1 on loopback: nothing listens there. An enabled backend is unavailable, not
+        // unsupported.
         config.redis.urls = vec!["redis://app:s3cret@127.0.0.1:1".into()];
+        config.etcd.endpoints = vec!["http://root:s3cret@127.0.0.1:1".into()];
         let err = Locker::new(config).await.unwrap_err();
-        let message = err.to_string();
+        let message = format!("{err} {:?}", std::error::Error::source(&err));
         assert!(!message.contains("s3cret"), "{message}");
-        if enabled && provider == Provider::Redis {
-            // The Redis backend exists: an unreachable server is ProviderUnavailable, and no
-            // level of the error chain shows the password.
+        if enabled && matches!(provider, Provider::Redis | Provider::Etcd) {
+            // The backend exists: an unreachable server is ProviderUnavailable, and no level
+            // of the error chain shows the password.
             assert!(
-                matches!(err, Error::ProviderUnavailable { .. }),
+                matches!(err, Error::ProviderUnavailable { backend, .. } if backend == provider.as_str()),
                 "{provider}: {err:?}"
             );
             assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
@@ -660,12 +662,23 @@ fn from_env_names_the_missing_feature() {
     Jail::expect_with(|jail| {
         jail.clear_env();
         jail.set_env("LOCK_PROVIDER", "etcd");
+        // Nothing listens on port 1.
+        jail.set_env("LOCK_ETCD_ENDPOINTS", "127.0.0.1:1");
         result = Some(block_on(Locker::from_env()));
         Ok(())
     });
     let err = result.unwrap().unwrap_err();
     if cfg!(feature = "etcd") {
-        assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::ProviderUnavailable {
+                    backend: "etcd",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     } else {
         assert_mentions(
             &err.to_string(),

@@ -10,7 +10,7 @@
 //! | `memory` (default) | [`provider::Memory`](provider): in-process locks |
 //! | `redis` | [`provider::Redis`](provider): one Redis instance, or Redlock over several |
 //! | `postgres` | PostgreSQL (not implemented yet) |
-//! | `etcd` | etcd v3 (not implemented yet) |
+//! | `etcd` | [`provider::Etcd`](provider): etcd v3, leases and revision-ordered queues (needs `protoc` to build) |
 //! | `full` | all of them |
 //!
 //! Every acquisition returns a [`Guard`] with a [`FencingToken`] that grows with every grant
@@ -71,6 +71,10 @@ pub mod provider {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub use lock_redis::{Redis, RedisConfig};
+
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+    pub use lock_etcd::{Etcd, EtcdConfig};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.

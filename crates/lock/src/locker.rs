@@ -135,8 +135,23 @@ async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
             }
             Err(not_implemented(Provider::Postgres))
         }
-        Provider::Etcd => Err(not_implemented(Provider::Etcd)),
+        Provider::Etcd => etcd(config).await,
     }
+}
+
+#[cfg(feature = "etcd")]
+async fn etcd(config: &Config) -> Result<Arc<dyn DynBackend>> {
+    let etcd = lock_etcd::EtcdConfig {
+        endpoints: config.etcd.endpoints.clone(),
+        prefix: config.etcd.prefix.clone(),
+        ..lock_etcd::EtcdConfig::default()
+    };
+    Ok(Arc::new(lock_etcd::Etcd::connect(etcd).await?))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn etcd(_config: &Config) -> Result<Arc<dyn DynBackend>> {
+    Err(feature_off(Provider::Etcd))
 }
 
 #[cfg(feature = "memory")]

@@ -1,0 +1,617 @@
+//! [`Etcd`]: the backend's operations, each a few bounded round trips.
+
+use crate::config::{EtcdConfig, split_credentials};
+use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
+use crate::subscribe;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use lock_core::{
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
+    Subscription,
+};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+/// How often an operation re-reads and retries when a concurrent write changed the lock
+/// between its read and its transaction.
+const CONFLICT_RETRIES: usize = 16;
+
+/// The etcd v3 backend: one etcd lease per grant and per waiting claim, waiters queued in
+/// revision order. Cheap to clone; clones share the connection.
+///
+/// See the crate documentation for the design, the guarantees and the limits.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn unavailable(e: impl Into<lock_core::BoxError>) -> Error {
+    Error::unavailable("etcd", e)
+}
+
+/// Why a round trip failed.
+pub(crate) enum Failure {
+    /// etcd (or the transport) reported an error.
+    Etcd(etcd_client::Error),
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+impl Failure {
+    fn into_error(self, what: &str, timeout: Duration) -> Error {
+        match self {
+            Failure::Etcd(e) => unavailable(e),
+            Failure::TimedOut => unavailable(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("etcd {what} timed out after {timeout:?}"),
+            )),
+        }
+    }
+}
+
+/// True when the request never left this process: no connection to the endpoint the balancer
+/// picked (a killed node). Such a request is safe to send again.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{:?}", status.code()) == "Unavailable"
+                && status.message().contains("connect error")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs one round trip within `timeout`, sending it again (to another endpoint, as the
+/// balancer picks) while it could not even be sent.
+pub(crate) async fn call<T, F, Fut>(timeout: Duration, mut send: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let pause = Duration::from_millis(50);
+    loop {
+        match tokio::time::timeout_at(deadline, send()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Err(e)) => return Err(Failure::Etcd(e)),
+            Err(_) => return Err(Failure::TimedOut),
+        }
+    }
+}
+
+/// [`call`], with failures mapped to [`Error::ProviderUnavailable`].
+pub(crate) async fn rpc<T, F, Fut>(timeout: Duration, what: &str, send: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    call(timeout, send)
+        .await
+        .map_err(|f| f.into_error(what, timeout))
+}
+
+fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
+    header
+        .map(etcd_client::ResponseHeader::revision)
+        .ok_or_else(|| unavailable("etcd response without a header"))
+}
+
+impl Etcd {
+    /// Connects to the cluster and checks it answers one read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration (naming the value);
+    /// [`Error::ProviderUnavailable`] when the cluster cannot be reached within
+    /// `connect_timeout` + `request_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    pub async fn connect(config: EtcdConfig) -> Result<Etcd> {
+        config.validate()?;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_keep_alive(Duration::from_secs(2), config.request_timeout)
+            .with_require_leader(true);
+        let mut user = config.user.clone();
+        let mut endpoints = Vec::new();
+        for endpoint in &config.endpoints {
+            let (clean, credentials) = split_credentials(endpoint);
+            user = user.or(credentials);
+            endpoints.push(clean);
+        }
+        if let Some((name, password)) = user {
+            options = options.with_user(name, password);
+        }
+        let connected = call(config.connect_timeout + config.request_timeout, || {
+            Client::connect(&endpoints, Some(options.clone()))
+        })
+        .await;
+        let client = match connected {
+            Ok(client) => client,
+            Err(Failure::Etcd(
+                e @ (etcd_client::Error::InvalidUri(_) | etcd_client::Error::InvalidArgs(_)),
+            )) => {
+                return Err(Error::config(format!(
+                    "etcd endpoints: invalid endpoint in {endpoints:?}: {e}"
+                )));
+            }
+            Err(f) => {
+                let source = f.into_error("connect", config.connect_timeout);
+                let source = std::error::Error::source(&source)
+                    .map_or_else(|| source.to_string(), ToString::to_string);
+                return Err(Error::unavailable(
+                    "etcd",
+                    format!("cannot connect to {endpoints:?}: {source}"),
+                ));
+            }
+        };
+        let etcd = Etcd {
+            client,
+            prefix: config.prefix,
+            timeout: config.request_timeout,
+        };
+        // One small read (a count of one key) proves the cluster answers and has a leader.
+        rpc(etcd.timeout, "read", || {
+            let mut kv = etcd.client.kv_client();
+            let key = etcd.prefix.clone();
+            async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+        })
+        .await?;
+        Ok(etcd)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn own_key(&self, key: &LockKey, lease: LeaseId) -> String {
+        format!(
+            "{}{}",
+            lock_prefix(&self.prefix, key),
+            lease.to_ulid_string()
+        )
+    }
+
+    /// Reads a key (or a prefix): the entries and the revision of the read.
+    async fn read(&self, key: Vec<u8>, prefix: bool) -> Result<(Vec<Entry>, i64)> {
+        let options = prefix.then(|| GetOptions::new().with_prefix());
+        let response = rpc(self.timeout, "read", || {
+            let mut kv = self.client.kv_client();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await?;
+        let revision = header_revision(response.header())?;
+        let entries = response
+            .kvs()
+            .iter()
+            .map(Entry::from_kv)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((entries, revision))
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64> {
+        let response = rpc(self.timeout, "lease grant", || {
+            let mut lease = self.client.lease_client();
+            async move { lease.grant(lease_secs(ttl), None).await }
+        })
+        .await?;
+        if !response.error().is_empty() {
+            return Err(unavailable(format!(
+                "etcd lease grant failed: {}",
+                response.error()
+            )));
+        }
+        Ok(response.id())
+    }
+
+    /// Revokes a lease, ignoring failures: it expires by itself anyway.
+    async fn revoke_quietly(&self, lease: i64) {
+        if lease != 0 {
+            let _ = self.revoke(lease).await;
+        }
+    }
+
+    /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
+    async fn keep_alive(&self, lease: i64) -> Result<bool> {
+        let renewed = call(self.timeout, || {
+            let mut client = self.client.lease_client();
+            async move { client.keep_alive(lease).await }
+        })
+        .await;
+        match renewed {
+            Ok(_) => Ok(true),
+            Err(Failure::Etcd(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
+            Err(f) => Err(f.into_error("lease keep-alive", self.timeout)),
+        }
+    }
+
+    /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
+    async fn revoke(&self, lease: i64) -> Result<bool> {
+        let revoked = call(self.timeout, || {
+            let mut client = self.client.lease_client();
+            async move { client.revoke(lease).await }
+        })
+        .await;
+        match revoked {
+            Ok(_) => Ok(true),
+            Err(Failure::Etcd(etcd_client::Error::GRpcStatus(status)))
+                if status.message().contains("lease not found") =>
+            {
+                Ok(false)
+            }
+            Err(f) => Err(f.into_error("lease revoke", self.timeout)),
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
+        let response = rpc(self.timeout, "transaction", || {
+            let mut kv = self.client.kv_client();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
+        Ok((response.succeeded(), header_revision(response.header())?))
+    }
+
+    /// One acquisition attempt on a consistent read of the lock's entries.
+    async fn try_acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        let base = lock_prefix(&self.prefix, &request.key);
+        let own_key = self.own_key(&request.key, request.lease_id);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, revision) = self.read(base.clone().into_bytes(), true).await?;
+            if let Some(other) = entries.iter().find(|e| e.stored.limit != request.limit) {
+                return Err(request.limit_mismatch(other.stored.limit));
+            }
+            let mine = entries.iter().find(|e| e.key == own_key.as_bytes());
+            if let Some(mine) = mine.filter(|m| m.stored.held) {
+                // A re-sent request whose grant went through: the key exists, so its lease is
+                // alive at this read.
+                return Ok(Acquired::Granted {
+                    token: FencingToken(mine.token()),
+                });
+            }
+            let held: u64 = entries
+                .iter()
+                .filter(|e| e.stored.held)
+                .map(|e| e.stored.weight())
+                .sum();
+            let ahead: u64 = entries
+                .iter()
+                .filter(|e| !e.stored.held && e.key != own_key.as_bytes())
+                .filter(|e| mine.is_none_or(|m| e.create_revision < m.create_revision))
+                .map(|e| e.stored.weight())
+                .sum();
+
+            if held + ahead + request.weight() <= u64::from(request.limit) {
+                let lease = self.grant_lease(request.ttl).await?;
+                let stored = Stored {
+                    held: true,
+                    owner: request.owner.to_string(),
+                    mode: request.mode,
+                    permits: request.permits,
+                    limit: request.limit,
+                    token: None,
+                    lease_ttl: lease_secs(request.ttl),
+                    metadata: (*request.metadata).clone(),
+                };
+                // Granted only if nothing in the set was created or changed since the read
+                // (deletions only free room). The put names the fresh lease: etcd refuses a put
+                // on a lease that no longer exists, so a grant is never made on a dead lease.
+                let txn = Txn::new()
+                    .when([
+                        Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1)
+                            .with_prefix(),
+                    ])
+                    .and_then([TxnOp::put(
+                        own_key.clone(),
+                        stored.encode(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                match self.txn(txn).await {
+                    Ok((true, grant_revision)) => {
+                        if let Some(claim) = mine {
+                            self.revoke_quietly(claim.lease).await;
+                        }
+                        // A waiter re-checks its new lease is alive before it reports the
+                        // grant (the trap Jepsen found in etcd 3.4.3's lock RPC, where a waiter
+                        // whose session had expired was told it held the lock).
+                        if request.claim.is_some() && !self.keep_alive(lease).await? {
+                            return Ok(Acquired::Busy {
+                                retry_after: Some(Duration::ZERO),
+                            });
+                        }
+                        // The revision of the grant's own write: strictly above every earlier
+                        // write to the cluster, hence above every earlier token of this lock.
+                        let token = u64::try_from(grant_revision)
+                            .map_err(|_| unavailable("negative etcd revision"))?;
+                        return Ok(Acquired::Granted {
+                            token: FencingToken(token),
+                        });
+                    }
+                    Ok((false, _)) => {
+                        self.revoke_quietly(lease).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.revoke_quietly(lease).await;
+                        return Err(e);
+                    }
+                }
+            }
+
+            let Some(claim_ttl) = request.claim else {
+                return Ok(Acquired::Busy { retry_after: None });
+            };
+            if let Some(mine) = mine
+                && self.keep_alive(mine.lease).await?
+            {
+                return Ok(Acquired::Busy { retry_after: None });
+            }
+            // No claim yet (or it expired): queue at the back, in revision order.
+            let lease = self.grant_lease(claim_ttl).await?;
+            let stored = Stored {
+                held: false,
+                owner: request.owner.to_string(),
+                mode: request.mode,
+                permits: request.permits,
+                limit: request.limit,
+                token: None,
+                lease_ttl: lease_secs(claim_ttl),
+                metadata: Default::default(),
+            };
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    own_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then([TxnOp::put(
+                    own_key.clone(),
+                    stored.encode(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            match self.txn(txn).await {
+                Ok((true, _)) => return Ok(Acquired::Busy { retry_after: None }),
+                Ok((false, _)) => {
+                    self.revoke_quietly(lease).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.revoke_quietly(lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        // Heavy contention: report busy, the caller retries.
+        Ok(Acquired::Busy {
+            retry_after: Some(Duration::from_millis(10)),
+        })
+    }
+
+    /// Deletes the request's key if it is still the entry that was read.
+    async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                entry.key.clone(),
+                CompareOp::Equal,
+                entry.mod_revision,
+            )])
+            .and_then([TxnOp::delete(entry.key.clone(), None)]);
+        let (deleted, _) = self.txn(txn).await?;
+        if deleted {
+            self.revoke_quietly(entry.lease).await;
+        }
+        Ok(deleted)
+    }
+}
+
+impl Backend for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+
+    /// Waiters are signalled by an etcd watch on their predecessor; changes further ahead are
+    /// seen at the claim refresh (a third of the claim TTL), so this stays `false` and the
+    /// handles keep their fallback poll.
+    fn reliable_notifications(&self) -> bool {
+        false
+    }
+
+    async fn acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        self.try_acquire(request).await
+    }
+
+    async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
+        let own_key = self.own_key(key, lease);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
+            let Some(entry) = entries.into_iter().next() else {
+                return Err(Error::NotHeld {
+                    name: key.name().to_owned(),
+                });
+            };
+            if self.delete_entry(&entry).await? {
+                return if entry.stored.held {
+                    Ok(())
+                } else {
+                    // Only a waiting claim was withdrawn.
+                    Err(Error::NotHeld {
+                        name: key.name().to_owned(),
+                    })
+                };
+            }
+        }
+        Err(unavailable(format!(
+            "release of {own_key:?} kept conflicting with concurrent writes"
+        )))
+    }
+
+    /// Extending with the TTL the lease was granted with (in whole seconds, rounded up) is an
+    /// etcd keep-alive. Another TTL moves the key to a fresh etcd lease of that TTL in one
+    /// transaction (the token is kept in the value), then revokes the old lease.
+    async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
+        let own_key = self.own_key(key, lease);
+        let expired = || Error::Expired {
+            name: key.name().to_owned(),
+        };
+        let secs = lease_secs(ttl);
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
+            let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
+                return Err(expired());
+            };
+            if entry.stored.lease_ttl == secs {
+                return if self.keep_alive(entry.lease).await? {
+                    Ok(())
+                } else {
+                    Err(expired())
+                };
+            }
+            // Keep the old lease alive while the key moves, and make sure it still is.
+            if !self.keep_alive(entry.lease).await? {
+                return Err(expired());
+            }
+            let new_lease = self.grant_lease(ttl).await?;
+            let mut stored = entry.stored.clone();
+            stored.token = Some(entry.token());
+            stored.lease_ttl = secs;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    own_key.clone(),
+                    CompareOp::Equal,
+                    entry.mod_revision,
+                )])
+                .and_then([TxnOp::put(
+                    own_key.clone(),
+                    stored.encode(),
+                    Some(PutOptions::new().with_lease(new_lease)),
+                )]);
+            match self.txn(txn).await {
+                Ok((true, _)) => {
+                    self.revoke_quietly(entry.lease).await;
+                    return Ok(());
+                }
+                Ok((false, _)) => self.revoke_quietly(new_lease).await,
+                Err(e) => {
+                    self.revoke_quietly(new_lease).await;
+                    return Err(e);
+                }
+            }
+        }
+        Err(unavailable(format!(
+            "extend of {own_key:?} kept conflicting with concurrent writes"
+        )))
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
+        lock_core::validate_name(name)?;
+        let prefix = name_prefix(&self.prefix, name);
+        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
+        let mut holders = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.stored.held) {
+            let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
+            let Some(kind) = kind_of(&rest) else { continue };
+            let lease = entry.lease;
+            let ttl = rpc(self.timeout, "lease time-to-live", || {
+                let mut client = self.client.lease_client();
+                async move { client.time_to_live(lease, None).await }
+            })
+            .await?
+            .ttl();
+            if ttl < 0 {
+                continue; // expired since the read
+            }
+            let key = LockKey::new(name, kind)?;
+            let expires_at =
+                SystemTime::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+            holders.push(LockInfo::new(
+                &key,
+                entry.stored.owner.clone(),
+                FencingToken(entry.token()),
+                entry.stored.mode,
+                entry.stored.permits,
+                expires_at,
+                entry.stored.metadata.clone(),
+            ));
+        }
+        holders.sort_by_key(|info| info.token);
+        Ok(holders)
+    }
+
+    async fn force_release(&self, name: &str) -> Result<usize> {
+        lock_core::validate_name(name)?;
+        let prefix = name_prefix(&self.prefix, name);
+        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
+        // Each key read is deleted only if unchanged since the read, then its lease revoked: a
+        // waiter granted meanwhile (its claim re-written as a lease) came after this
+        // force-release and keeps its grant.
+        let mut held = 0;
+        for entry in &entries {
+            if self.delete_entry(entry).await? && entry.stored.held {
+                held += 1;
+            }
+        }
+        Ok(held)
+    }
+
+    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
+        Ok(subscribe::follow(
+            self.client.clone(),
+            self.timeout,
+            lock_prefix(&self.prefix, &request.key),
+            self.own_key(&request.key, request.lease_id),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_endpoint_is_a_config_error_naming_it() {
+        let err = Etcd::connect(EtcdConfig::new(["http://[::1"]))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(err.to_string().contains("http://[::1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_unavailable_within_the_timeouts() {
+        let config = EtcdConfig {
+            endpoints: vec!["http://user:s3cret@127.0.0.1:1".into()],
+            request_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            ..EtcdConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let err = Etcd::connect(config).await.unwrap_err();
+        assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}
