@@ -62,15 +62,18 @@ fn s(text: String) -> Arc<str> {
 }
 
 /// Whether the current lease row `l` counts: in advisory mode its session must still hold the
-/// lease's advisory lock.
+/// lease's advisory lock. Rows without a session (written by a lease-mode client on the same
+/// tables) count by their expiry alone, so both modes can share tables safely: every grant, in
+/// either mode, is decided by the same weighted rule under the same row lock.
 fn live(advisory: Option<i32>) -> String {
     match advisory {
         None => "TRUE".to_owned(),
         Some(namespace) => format!(
-            "EXISTS (SELECT 1 FROM pg_locks k WHERE k.locktype = 'advisory' AND k.granted \
+            "(l.pid IS NULL OR EXISTS (SELECT 1 FROM pg_locks k \
+             WHERE k.locktype = 'advisory' AND k.granted \
              AND k.objsubid = 2 AND k.pid = l.pid AND k.classid::bigint = {} \
              AND k.objid::bigint = (l.akey::bigint & 4294967295) \
-             AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+             AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())))",
             u32::from_ne_bytes(namespace.to_ne_bytes())
         ),
     }
