@@ -9,7 +9,7 @@
 use figment::Figment;
 use figment::Jail;
 use figment::providers::{Env, Serialized};
-use lock::config::{Config, EnvVars};
+use lock::config::{Config, EnvVars, PostgresMode};
 use lock::{Error, Locker, Provider, RetryPolicy};
 use std::time::Duration;
 
@@ -222,6 +222,24 @@ fn lock_postgres_namespace() {
 }
 
 #[test]
+fn lock_postgres_mode() {
+    assert_eq!(load(&[]).postgres.mode, PostgresMode::Advisory);
+    assert_eq!(
+        load(&[("LOCK_POSTGRES_MODE", "lease")]).postgres.mode,
+        PostgresMode::Lease
+    );
+    assert_eq!(
+        load(&[("LOCK_POSTGRES_MODE", " Advisory ")]).postgres.mode,
+        PostgresMode::Advisory
+    );
+    let message = load_err(&[("LOCK_POSTGRES_MODE", "table")]);
+    assert_mentions(
+        &message,
+        &["LOCK_POSTGRES_MODE", "\"table\"", "advisory", "lease"],
+    );
+}
+
+#[test]
 fn lock_etcd_endpoints() {
     let config = load(&[("LOCK_ETCD_ENDPOINTS", "http://etcd-1:2379")]);
     assert_eq!(config.etcd.endpoints, ["http://etcd-1:2379"]);
@@ -249,6 +267,7 @@ fn every_variable_at_once() {
         ("LOCK_REDIS_QUORUM", "2"),
         ("LOCK_POSTGRES_URL", "postgres://db/app"),
         ("LOCK_POSTGRES_NAMESPACE", "5"),
+        ("LOCK_POSTGRES_MODE", "lease"),
         ("LOCK_ETCD_ENDPOINTS", "e1:2379,e2:2379"),
         ("LOCK_ETCD_PREFIX", "/l/"),
     ]);
@@ -270,6 +289,7 @@ fn every_variable_at_once() {
     assert_eq!(config.redis.quorum, 2);
     assert_eq!(config.postgres.url.as_deref(), Some("postgres://db/app"));
     assert_eq!(config.postgres.namespace, 5);
+    assert_eq!(config.postgres.mode, PostgresMode::Lease);
     assert_eq!(config.etcd.endpoints, ["e1:2379", "e2:2379"]);
     assert_eq!(config.etcd.prefix, "/l/");
 }
@@ -619,11 +639,18 @@ async fn locker_new_names_the_missing_feature() {
         assert_eq!(provider.is_enabled(), enabled);
         let mut config = Config::default();
         config.provider = provider;
-        config.postgres.url = Some("postgres://app:s3cret@db/app".into());
+        // Nothing listens on port 1: the PostgreSQL backend fails to connect.
+        config.postgres.url = Some("postgres://app:s3cret@127.0.0.1:1/app".into());
         let err = Locker::new(config).await.unwrap_err();
-        let message = err.to_string();
+        let message = format!("{err} {err:?} {:?}", std::error::Error::source(&err));
         assert!(!message.contains("s3cret"), "{message}");
-        if enabled {
+        if enabled && provider == Provider::Postgres {
+            assert!(
+                matches!(err, Error::ProviderUnavailable { .. }),
+                "{provider}: {err:?}"
+            );
+            assert_mentions(&message, &["postgres"]);
+        } else if enabled {
             // The backend crates do not exist yet.
             assert!(
                 matches!(err, Error::Unsupported { .. }),

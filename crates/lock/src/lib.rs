@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `memory` (default) | [`provider::Memory`](provider): in-process locks |
 //! | `redis` | Redis, one instance or Redlock (not implemented yet) |
-//! | `postgres` | PostgreSQL (not implemented yet) |
+//! | `postgres` | [`provider::Postgres`](provider): PostgreSQL, advisory-lock or lease-table mode |
 //! | `etcd` | etcd v3 (not implemented yet) |
 //! | `full` | all of them |
 //!
@@ -66,6 +66,10 @@ pub mod provider {
     #[cfg(feature = "memory")]
     #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
     pub use lock_memory::Memory;
+
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub use lock_postgres::{Postgres, PostgresConfig, PostgresMode};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.

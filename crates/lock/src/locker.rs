@@ -128,15 +128,35 @@ async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
         Provider::Memory => memory(),
         Provider::Redis => Err(not_implemented(Provider::Redis)),
         Provider::Postgres => {
-            if config.postgres.url.is_none() {
+            let Some(url) = &config.postgres.url else {
                 return Err(Error::config(
                     "LOCK_POSTGRES_URL is required when LOCK_PROVIDER is \"postgres\"",
                 ));
-            }
-            Err(not_implemented(Provider::Postgres))
+            };
+            postgres(url, &config.postgres).await
         }
         Provider::Etcd => Err(not_implemented(Provider::Etcd)),
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(
+    url: &str,
+    config: &crate::config::PostgresConfig,
+) -> Result<Arc<dyn DynBackend>> {
+    use crate::config::PostgresMode;
+    let mut backend = lock_postgres::PostgresConfig::new(url);
+    backend.namespace = config.namespace;
+    backend.mode = match config.mode {
+        PostgresMode::Advisory => lock_postgres::PostgresMode::Advisory,
+        PostgresMode::Lease => lock_postgres::PostgresMode::Lease,
+    };
+    Ok(Arc::new(lock_postgres::Postgres::connect(backend).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_: &str, _: &crate::config::PostgresConfig) -> Result<Arc<dyn DynBackend>> {
+    Err(feature_off(Provider::Postgres))
 }
 
 #[cfg(feature = "memory")]
