@@ -61,10 +61,14 @@ fn s(text: String) -> Arc<str> {
     text.into()
 }
 
-/// Whether the current lease row `l` counts: in advisory mode its session must still hold the
-/// lease's advisory lock. Rows without a session (written by a lease-mode client on the same
-/// tables) count by their expiry alone, so both modes can share tables safely: every grant, in
-/// either mode, is decided by the same weighted rule under the same row lock.
+/// Whether the session of lease row `l` still holds the lease's advisory lock (advisory mode).
+///
+/// A lease counts until its expiry whatever happens to its session (so a holder whose session
+/// was killed is never overtaken before the TTL its keeper relies on); liveness decides whether
+/// the holder may *extend* it, and which sessions contenders must end. Rows without a session
+/// (written by a lease-mode client on the same tables) are always live, so both modes can share
+/// tables safely: every grant, in either mode, is decided by the same weighted rule under the
+/// same row lock.
 fn live(advisory: Option<i32>) -> String {
     match advisory {
         None => "TRUE".to_owned(),
@@ -171,7 +175,7 @@ impl Sql {
             )),
             reap_leases: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 \
-                 AND (l.expires_at <= $3 OR NOT {live}) RETURNING l.pid, {live}"
+                 AND l.expires_at <= $3 RETURNING l.pid, {live}"
             )),
             reap_claims: s(format!(
                 "DELETE FROM {claims} WHERE {key} AND expires_at <= $3"
@@ -207,7 +211,7 @@ impl Sql {
             )),
             release: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
-                 RETURNING (l.expires_at > {NOW} AND {live}), l.pid, {live}"
+                 RETURNING l.expires_at > {NOW}, l.pid, {live}"
             )),
             extend: s(format!(
                 "UPDATE {leases} l SET expires_at = {NOW} + $4 \
@@ -217,14 +221,14 @@ impl Sql {
             inspect: s(format!(
                 "SELECT l.kind, l.owner, l.token, l.exclusive, l.permits, l.expires_at - {NOW}, \
                  l.meta_keys, l.meta_values FROM {leases} l \
-                 WHERE l.name = $1 AND l.expires_at > {NOW} AND {live} ORDER BY l.token"
+                 WHERE l.name = $1 AND l.expires_at > {NOW} ORDER BY l.token"
             )),
             lock_rows_of_name: s(format!(
                 "SELECT kind FROM {locks} WHERE name = $1 ORDER BY kind FOR UPDATE"
             )),
             force_leases: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 \
-                 RETURNING (l.expires_at > {NOW} AND {live}), l.pid, {live}"
+                 RETURNING l.expires_at > {NOW}, l.pid, {live}"
             )),
             force_claims: s(format!("DELETE FROM {claims} WHERE name = $1")),
         }
