@@ -46,6 +46,7 @@ pub(crate) struct Sql {
     next_token: Arc<str>,
     insert_lease: Arc<str>,
     delete_claim: Arc<str>,
+    adopt: Arc<str>,
     refresh_claim: Arc<str>,
     next_claim: Arc<str>,
     insert_claim: Arc<str>,
@@ -199,6 +200,10 @@ impl Sql {
             delete_claim: s(format!(
                 "DELETE FROM {claims} WHERE {key} AND lease_id = $3"
             )),
+            adopt: s(format!(
+                "UPDATE {leases} SET expires_at = $4 + $5, pid = $6, akey = $7 \
+                 WHERE {key} AND lease_id = $3 RETURNING token"
+            )),
             refresh_claim: s(format!(
                 "UPDATE {claims} SET expires_at = $4 WHERE {key} AND lease_id = $3"
             )),
@@ -323,6 +328,31 @@ impl Sql {
             .await?
             .rows_affected();
         let changed = !reaped.is_empty() || claims_reaped > 0;
+
+        // A retry of a request whose grant committed but whose answer was lost (a killed
+        // connection): the lease is already ours. Adopt it (with this session) rather than
+        // count it against ourselves.
+        if let Grant::Allowed { pid, akey } = grant {
+            let adopted: Option<(i64,)> = self
+                .qa(&self.adopt)
+                .bind(name)
+                .bind(kind)
+                .bind(&lease_id)
+                .bind(now)
+                .bind(micros(request.ttl))
+                .bind(pid)
+                .bind(pid.map(|_| akey))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((token,)) = adopted {
+                if changed {
+                    self.notify(&mut tx, key).await?;
+                }
+                tx.commit().await?;
+                let token = FencingToken(u64::try_from(token).unwrap_or(0));
+                return Ok(Ok((Acquired::Granted { token }, terminated)));
+            }
+        }
         let (held, first_lease_expiry, lease_count): (i64, Option<i64>, i64) = self
             .qa(&self.held)
             .bind(name)
