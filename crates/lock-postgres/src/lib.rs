@@ -215,8 +215,10 @@ impl Postgres {
                 inner.park(session).await;
                 flight.armed = false;
                 let mut conn = self.pooled().await?;
-                let (outcome, terminated) =
-                    inner.sql.acquire(&mut conn, request, Grant::Denied).await?;
+                let (outcome, terminated) = inner
+                    .sql
+                    .acquire(&mut conn, request, Grant::Denied { akey })
+                    .await?;
                 if terminated && attempts < 2 {
                     // The advisory lock was held by expired leases' sessions, now ended.
                     continue;

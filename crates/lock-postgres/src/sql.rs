@@ -47,6 +47,7 @@ pub(crate) struct Sql {
     insert_lease: Arc<str>,
     delete_claim: Arc<str>,
     adopt: Arc<str>,
+    colliding: Arc<str>,
     refresh_claim: Arc<str>,
     next_claim: Arc<str>,
     insert_claim: Arc<str>,
@@ -90,7 +91,7 @@ pub(crate) enum Grant {
     /// Grant if the weighted rule allows; record `pid` and `akey` (advisory mode) with the lease.
     Allowed { pid: Option<i32>, akey: i32 },
     /// Never grant (the advisory lock was not obtained): reap, record the claim, report busy.
-    Denied,
+    Denied { akey: i32 },
 }
 
 /// What a lease deletion found.
@@ -162,6 +163,7 @@ impl Sql {
                     meta_keys text[] NOT NULL, meta_values text[] NOT NULL,
                     pid integer, akey integer,
                     PRIMARY KEY (name, kind, lease_id));
+                 CREATE INDEX IF NOT EXISTS {prefix}leases_akey ON {leases} (akey);
                  CREATE TABLE IF NOT EXISTS {claims} (
                     name text NOT NULL, kind text NOT NULL, lease_id text NOT NULL,
                     weight bigint NOT NULL, ord bigint NOT NULL, expires_at bigint NOT NULL,
@@ -199,6 +201,10 @@ impl Sql {
             )),
             delete_claim: s(format!(
                 "DELETE FROM {claims} WHERE {key} AND lease_id = $3"
+            )),
+            colliding: s(format!(
+                "SELECT l.pid FROM {leases} l WHERE l.akey = $1 AND l.expires_at <= {NOW} \
+                 AND l.pid IS NOT NULL AND {live}"
             )),
             adopt: s(format!(
                 "UPDATE {leases} SET expires_at = $4 + $5, pid = $6, akey = $7 \
@@ -312,10 +318,19 @@ impl Sql {
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
-        let live_pids: Vec<i32> = reaped
+        let mut live_pids: Vec<i32> = reaped
             .iter()
             .filter_map(|(pid, live)| pid.filter(|_| *live))
             .collect();
+        if let Grant::Denied { akey } = grant {
+            // A hung holder of another lock whose key collides with ours blocks us too.
+            let colliding: Vec<(Option<i32>,)> = self
+                .qa(&self.colliding)
+                .bind(akey)
+                .fetch_all(&mut *tx)
+                .await?;
+            live_pids.extend(colliding.into_iter().filter_map(|(pid,)| pid));
+        }
         // Hung holders: their leases expired but their sessions still hold the advisory lock.
         terminate(&mut tx, &live_pids, crate::TERMINATE_WAIT_MS).await?;
         let terminated = !live_pids.is_empty();
