@@ -11,6 +11,7 @@ use lock_core::{
     Result,
 };
 use sqlx::{AssertSqlSafe, PgConnection, Postgres as Pg};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -104,14 +105,42 @@ pub(crate) struct Deleted {
     pub(crate) changed: bool,
 }
 
+/// A lock name as stored: PostgreSQL text cannot hold NUL, so `\` becomes `\\` and NUL
+/// becomes `\0` (reversible; names without either are stored as they are).
+pub(crate) fn stored(name: &str) -> Cow<'_, str> {
+    if name.contains(['\\', '\0']) {
+        Cow::Owned(name.replace('\\', "\\\\").replace('\0', "\\0"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// The inverse of [`stored`]; `None` for a string `stored` cannot produce.
+fn unstored(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next()? {
+                '\\' => out.push('\\'),
+                '0' => out.push('\0'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
 fn payload(key: &LockKey) -> String {
-    format!("{}:{}", key.kind().as_str(), key.name())
+    format!("{}:{}", key.kind().as_str(), stored(key.name()))
 }
 
 /// Parses a NOTIFY payload back into its key.
 pub(crate) fn parse_payload(payload: &str) -> Option<LockKey> {
     let (kind, name) = payload.split_once(':')?;
-    LockKey::new(name, parse_kind(kind)?).ok()
+    LockKey::new(&unstored(name)?, parse_kind(kind)?).ok()
 }
 
 fn parse_kind(kind: &str) -> Option<LockKind> {
@@ -293,7 +322,8 @@ impl Sql {
         grant: Grant,
     ) -> sqlx::Result<Result<(Acquired, bool)>> {
         let key = &request.key;
-        let (name, kind) = (key.name(), key.kind().as_str());
+        let stored_name = stored(key.name());
+        let (name, kind) = (&*stored_name, key.kind().as_str());
         let lease_id = request.lease_id.to_ulid_string();
         let limit = i64::from(request.limit);
         let weight = i64::try_from(request.weight()).unwrap_or(i64::MAX);
@@ -505,7 +535,8 @@ impl Sql {
         key: &LockKey,
         lease: LeaseId,
     ) -> sqlx::Result<Deleted> {
-        let (name, kind) = (key.name(), key.kind().as_str());
+        let stored_name = stored(key.name());
+        let (name, kind) = (&*stored_name, key.kind().as_str());
         let lease_id = lease.to_ulid_string();
         let mut tx = sqlx::Connection::begin(conn).await?;
         let rows: Vec<(bool, Option<i32>, bool)> = self
@@ -548,7 +579,7 @@ impl Sql {
     ) -> Result<()> {
         let rows: Vec<(i64,)> = self
             .qa(&self.extend)
-            .bind(key.name())
+            .bind(stored(key.name()))
             .bind(key.kind().as_str())
             .bind(lease.to_ulid_string())
             .bind(micros(ttl))
@@ -582,7 +613,7 @@ impl Sql {
         );
         let rows: Vec<Row> = self
             .qa(&self.inspect)
-            .bind(name)
+            .bind(stored(name))
             .fetch_all(conn)
             .await
             .map_err(unavailable)?;
@@ -626,19 +657,20 @@ impl Sql {
         conn: &mut PgConnection,
         name: &str,
     ) -> sqlx::Result<(usize, Vec<i32>)> {
+        let db_name = stored(name);
         let mut tx = sqlx::Connection::begin(conn).await?;
         let _: Vec<(String,)> = self
             .qa(&self.lock_rows_of_name)
-            .bind(name)
+            .bind(&*db_name)
             .fetch_all(&mut *tx)
             .await?;
         let rows: Vec<(bool, Option<i32>, bool)> = self
             .qa(&self.force_leases)
-            .bind(name)
+            .bind(&*db_name)
             .fetch_all(&mut *tx)
             .await?;
         self.q(&self.force_claims)
-            .bind(name)
+            .bind(&*db_name)
             .execute(&mut *tx)
             .await?;
         let pids: Vec<i32> = rows
@@ -676,4 +708,34 @@ pub(crate) async fn terminate(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip() {
+        for name in [
+            "plain",
+            "back\\slash",
+            "nul\0byte",
+            "\\0",
+            "\0\\",
+            "x\\\\0y",
+        ] {
+            let text = stored(name);
+            assert!(!text.contains('\0'), "{name:?} -> {text:?}");
+            assert_eq!(unstored(&text).as_deref(), Some(name));
+        }
+        assert_eq!(stored("plain"), Cow::Borrowed("plain"));
+        assert_eq!(unstored("bad\\x"), None);
+    }
+
+    #[test]
+    fn payloads_name_their_key() {
+        let key = LockKey::new("a:b\0c", LockKind::Semaphore).unwrap();
+        assert_eq!(parse_payload(&payload(&key)), Some(key));
+        assert_eq!(parse_payload("table:x"), None);
+    }
 }
