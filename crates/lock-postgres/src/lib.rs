@@ -82,7 +82,14 @@ pub fn advisory_key(key: &LockKey) -> i32 {
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions> {
-    let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
+    let trimmed = url.trim();
+    if !(trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://")) {
+        return Err(Error::config(format!(
+            "invalid PostgreSQL url {}: expected postgres://user:password@host:port/database",
+            redact(url)
+        )));
+    }
+    let options: PgConnectOptions = trimmed.parse().map_err(|e: sqlx::Error| {
         Error::config(format!(
             "invalid PostgreSQL url {}: {}",
             redact(url),
