@@ -36,6 +36,8 @@ pub(crate) struct Sql {
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
     pub(crate) channel: String,
+    /// The three tables and the index, for the migration's existence check.
+    tables: [String; 4],
     pub(crate) migrate: Arc<str>,
     upsert_lock: Arc<str>,
     lock_row: Arc<str>,
@@ -180,6 +182,12 @@ impl Sql {
         Sql {
             persistent: advisory.is_some(),
             channel: format!("{prefix}changes"),
+            tables: [
+                locks.clone(),
+                leases.clone(),
+                claims.clone(),
+                format!("{prefix}leases_akey"),
+            ],
             migrate: s(format!(
                 "CREATE TABLE IF NOT EXISTS {locks} (
                     name text NOT NULL, kind text NOT NULL, lim bigint NOT NULL,
@@ -286,7 +294,24 @@ impl Sql {
 
     /// Creates the tables if they are missing, under a transaction-level advisory lock so many
     /// processes starting at once do not race on the catalog.
+    ///
+    /// When everything exists already nothing is run, so roles that may use the tables but
+    /// not create objects (or own the tables) connect fine.
     pub(crate) async fn migrate(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let (present,): (bool,) = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
+             AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL",
+        )
+        .persistent(self.persistent)
+        .bind(&self.tables[0])
+        .bind(&self.tables[1])
+        .bind(&self.tables[2])
+        .bind(&self.tables[3])
+        .fetch_one(&mut *conn)
+        .await?;
+        if present {
+            return Ok(());
+        }
         let mut tx = sqlx::Connection::begin(conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(self.persistent)

@@ -174,7 +174,13 @@ impl PgServer {
 
     /// A locker on this server, waiting for the server to accept connections.
     async fn locker(&self, mode: PostgresMode) -> Locker {
-        let mut config = PostgresConfig::new(self.url());
+        self.locker_as("postgres", mode).await
+    }
+
+    /// A locker connecting as `role`.
+    async fn locker_as(&self, role: &str, mode: PostgresMode) -> Locker {
+        let url = format!("postgres://{role}@127.0.0.1:{}/postgres", self.port);
+        let mut config = PostgresConfig::new(url);
         config.mode = mode;
         config.max_connections = 4;
         config.connect_timeout = Duration::from_secs(2);
@@ -562,6 +568,60 @@ async fn hung_holder_loses_the_lock_after_its_ttl() {
         hung_locker.close().await;
         other.close().await;
     }
+}
+
+/// Advisory mode with application roles that may use the tables but not create them, nor end
+/// each other's sessions: a contender cannot end a hung holder's session and says why
+/// (`ProviderUnavailable`, SQLSTATE 42501); granted `pg_signal_backend`, it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ending_a_hung_session_needs_the_privilege() {
+    let Some(server) = server("ending_a_hung_session_needs_the_privilege") else {
+        return;
+    };
+    let mut admin = server.admin().await;
+    server.locker(PostgresMode::Advisory).await.close().await; // creates the tables
+    for role in ["app_a", "app_b"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON lock_locks, lock_leases, lock_claims TO {role}"
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+    let holder = server.locker_as("app_a", PostgresMode::Advisory).await;
+    let contender = server.locker_as("app_b", PostgresMode::Advisory).await;
+    let hung = holder.mutex("m").ttl(ms(1000)).lock().await.unwrap();
+    tokio::time::sleep(ms(1200)).await;
+    match contender
+        .mutex("m")
+        .lock_timeout(Duration::from_secs(15))
+        .lock()
+        .await
+    {
+        Err(e @ Error::ProviderUnavailable { .. }) => {
+            let chain = format!("{e:?}");
+            assert!(
+                chain.contains("42501"),
+                "insufficient_privilege expected: {chain}"
+            );
+        }
+        other => panic!("expected ProviderUnavailable (insufficient privilege), got {other:?}"),
+    }
+    sqlx::query("GRANT pg_signal_backend TO app_b")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let next = contender
+        .mutex("m")
+        .lock_timeout(Duration::from_secs(20))
+        .lock()
+        .await
+        .expect("with pg_signal_backend the hung holder's session is ended");
+    assert!(next.token() > hung.token());
+    next.release().await.unwrap();
+    holder.close().await;
+    contender.close().await;
 }
 
 /// The safety checker while a fault injector kills the library's connections (held sessions,
