@@ -15,6 +15,7 @@
 //! | `LOCK_REDIS_QUORUM` | `0` | `0` = a majority of the URLs |
 //! | `LOCK_POSTGRES_URL` | (none) | required for `postgres` |
 //! | `LOCK_POSTGRES_NAMESPACE` | `1` | advisory-lock namespace (an `i32`) |
+//! | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` (advisory locks, a session per held lock) or `lease` (rows only; works behind PgBouncer transaction pooling) |
 //! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated |
 //! | `LOCK_ETCD_PREFIX` | `/locks/` | key prefix |
 //!
@@ -172,6 +173,8 @@ pub struct PostgresConfig {
     pub url: Option<String>,
     /// `LOCK_POSTGRES_NAMESPACE`: the first key of every advisory lock. Default 1.
     pub namespace: i32,
+    /// `LOCK_POSTGRES_MODE`: advisory locks (the default) or lease rows.
+    pub mode: PostgresMode,
 }
 
 impl Default for PostgresConfig {
@@ -179,6 +182,57 @@ impl Default for PostgresConfig {
         PostgresConfig {
             url: None,
             namespace: 1,
+            mode: PostgresMode::default(),
+        }
+    }
+}
+
+/// How the PostgreSQL backend keeps locks (`LOCK_POSTGRES_MODE`); the backend's own type is
+/// `provider::PostgresMode` (feature `postgres`). See the `lock-postgres` README for the
+/// comparison.
+///
+/// ```
+/// use lock::config::PostgresMode;
+/// assert_eq!("lease".parse::<PostgresMode>().unwrap(), PostgresMode::Lease);
+/// assert_eq!(PostgresMode::default().to_string(), "advisory");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PostgresMode {
+    /// PostgreSQL advisory locks, one session per held lock, a side table (the default).
+    #[default]
+    Advisory,
+    /// Rows in tables only, pooled connections: works behind PgBouncer transaction pooling.
+    Lease,
+}
+
+impl PostgresMode {
+    /// The lowercase name: `advisory` or `lease`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PostgresMode::Advisory => "advisory",
+            PostgresMode::Lease => "lease",
+        }
+    }
+}
+
+impl fmt::Display for PostgresMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PostgresMode {
+    type Err = Error;
+
+    /// `advisory` or `lease`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "advisory" => Ok(PostgresMode::Advisory),
+            "lease" => Ok(PostgresMode::Lease),
+            _ => Err(Error::config(format!(
+                "invalid PostgreSQL mode {:?} (expected \"advisory\" or \"lease\")",
+                s.trim()
+            ))),
         }
     }
 }
@@ -188,6 +242,7 @@ impl fmt::Debug for PostgresConfig {
         f.debug_struct("PostgresConfig")
             .field("url", &self.url.as_deref().map(Redacted))
             .field("namespace", &self.namespace)
+            .field("mode", &self.mode)
             .finish()
     }
 }
@@ -406,6 +461,14 @@ impl Config {
                 parse_int(s, "an integer in -2147483648..=2147483647")
             })?;
         }
+        if let Some(v) = raw.postgres_mode {
+            config.postgres.mode = loader.parse(POSTGRES_MODE, v, |s| {
+                let t = s.trim();
+                PostgresMode::from_str(t).map_err(|_| {
+                    format!("invalid value {t:?} (expected \"advisory\" or \"lease\")")
+                })
+            })?;
+        }
         if let Some(v) = raw.etcd_endpoints {
             config.etcd.endpoints = loader.list(ETCD_ENDPOINTS, v)?;
         }
@@ -574,6 +637,7 @@ vars! {
     REDIS_QUORUM = "LOCK_REDIS_QUORUM", "redis_quorum";
     POSTGRES_URL = "LOCK_POSTGRES_URL", "postgres_url";
     POSTGRES_NAMESPACE = "LOCK_POSTGRES_NAMESPACE", "postgres_namespace";
+    POSTGRES_MODE = "LOCK_POSTGRES_MODE", "postgres_mode";
     ETCD_ENDPOINTS = "LOCK_ETCD_ENDPOINTS", "etcd_endpoints";
     ETCD_PREFIX = "LOCK_ETCD_PREFIX", "etcd_prefix";
 }
@@ -610,6 +674,7 @@ struct Raw {
     redis_quorum: Option<RawValue>,
     postgres_url: Option<RawValue>,
     postgres_namespace: Option<RawValue>,
+    postgres_mode: Option<RawValue>,
     etcd_endpoints: Option<RawValue>,
     etcd_prefix: Option<RawValue>,
 }

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `memory` (default) | [`provider::Memory`](provider): in-process locks |
 //! | `redis` | [`provider::Redis`](provider): one Redis instance, or Redlock over several |
-//! | `postgres` | PostgreSQL (not implemented yet) |
+//! | `postgres` | [`provider::Postgres`](provider): PostgreSQL, advisory-lock or lease-table mode |
 //! | `etcd` | [`provider::Etcd`](provider): etcd v3, leases and revision-ordered queues (needs `protoc` to build) |
 //! | `full` | all of them |
 //!
@@ -75,6 +75,10 @@ pub mod provider {
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub use lock_etcd::{Etcd, EtcdConfig};
+
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub use lock_postgres::{Postgres, PostgresConfig, PostgresMode};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.

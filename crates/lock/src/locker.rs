@@ -48,7 +48,6 @@ impl Locker {
     /// - [`Error::Config`] when the provider's Cargo feature is not enabled (the message names
     ///   the feature to enable), when a field is out of range (see [`Config::validate`]), or
     ///   when a setting the provider requires is missing (`LOCK_POSTGRES_URL`).
-    /// - [`Error::Unsupported`] for a provider whose backend this version does not have yet.
     /// - [`Error::ProviderUnavailable`] when the backend cannot be reached.
     ///
     /// # Cancel safety
@@ -128,12 +127,12 @@ async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
         Provider::Memory => memory(),
         Provider::Redis => redis(config).await,
         Provider::Postgres => {
-            if config.postgres.url.is_none() {
+            let Some(url) = &config.postgres.url else {
                 return Err(Error::config(
                     "LOCK_POSTGRES_URL is required when LOCK_PROVIDER is \"postgres\"",
                 ));
-            }
-            Err(not_implemented(Provider::Postgres))
+            };
+            postgres(url, &config.postgres).await
         }
         Provider::Etcd => etcd(config).await,
     }
@@ -152,6 +151,26 @@ async fn etcd(config: &Config) -> Result<Arc<dyn DynBackend>> {
 #[cfg(not(feature = "etcd"))]
 async fn etcd(_config: &Config) -> Result<Arc<dyn DynBackend>> {
     Err(feature_off(Provider::Etcd))
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(
+    url: &str,
+    config: &crate::config::PostgresConfig,
+) -> Result<Arc<dyn DynBackend>> {
+    use crate::config::PostgresMode;
+    let mut backend = lock_postgres::PostgresConfig::new(url);
+    backend.namespace = config.namespace;
+    backend.mode = match config.mode {
+        PostgresMode::Advisory => lock_postgres::PostgresMode::Advisory,
+        PostgresMode::Lease => lock_postgres::PostgresMode::Lease,
+    };
+    Ok(Arc::new(lock_postgres::Postgres::connect(backend).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(_: &str, _: &crate::config::PostgresConfig) -> Result<Arc<dyn DynBackend>> {
+    Err(feature_off(Provider::Postgres))
 }
 
 #[cfg(feature = "memory")]
@@ -184,16 +203,6 @@ fn feature_off(provider: Provider) -> Error {
         provider.as_str(),
         feature = provider.feature(),
     ))
-}
-
-fn not_implemented(provider: Provider) -> Error {
-    Error::Unsupported {
-        message: format!(
-            "LOCK_PROVIDER is {:?}: the {provider} backend is not implemented yet in this version \
-             of the `lock` crate",
-            provider.as_str()
-        ),
-    }
 }
 
 impl Deref for Locker {

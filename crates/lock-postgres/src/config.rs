@@ -1,0 +1,220 @@
+//! [`PostgresConfig`] and [`PostgresMode`].
+
+use lock_core::{Error, Result};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How the PostgreSQL backend keeps locks. See the crate docs for the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PostgresMode {
+    /// Advisory locks held by a dedicated session per lease, a side table for tokens, owner,
+    /// expiry and metadata. Needs session-level connections (not PgBouncer transaction pooling).
+    #[default]
+    Advisory,
+    /// Rows in tables only, pooled connections, no session state: works behind PgBouncer in
+    /// transaction pooling mode.
+    Lease,
+}
+
+impl PostgresMode {
+    /// The lowercase name: `advisory` or `lease`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PostgresMode::Advisory => "advisory",
+            PostgresMode::Lease => "lease",
+        }
+    }
+}
+
+impl fmt::Display for PostgresMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PostgresMode {
+    type Err = Error;
+
+    /// Parses `advisory` or `lease` (any case, surrounding spaces ignored).
+    ///
+    /// ```
+    /// use lock_postgres::PostgresMode;
+    /// assert_eq!("Lease".parse::<PostgresMode>().unwrap(), PostgresMode::Lease);
+    /// assert!("leases".parse::<PostgresMode>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "advisory" => Ok(PostgresMode::Advisory),
+            "lease" => Ok(PostgresMode::Lease),
+            _ => Err(Error::config(format!(
+                "invalid PostgreSQL mode {s:?} (expected \"advisory\" or \"lease\")"
+            ))),
+        }
+    }
+}
+
+/// How to reach PostgreSQL and where to keep locks.
+///
+/// ```
+/// use lock_postgres::{PostgresConfig, PostgresMode};
+/// let mut config = PostgresConfig::new("postgres://app:secret@db:5432/app");
+/// config.mode = PostgresMode::Lease;
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// The connection URL (`postgres://user:password@host:port/database?...`).
+    pub url: String,
+    /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`), so several
+    /// applications can share a database without their lock keys meeting.
+    pub namespace: i32,
+    /// Advisory (the default) or lease mode (`LOCK_POSTGRES_MODE`).
+    pub mode: PostgresMode,
+    /// Prefix of the tables (`{prefix}locks`, `{prefix}leases`, `{prefix}claims`) and of the
+    /// NOTIFY channel: ASCII letters, digits and `_`, starting with a letter or `_`, at most 40
+    /// bytes. Default `lock_`.
+    pub table_prefix: String,
+    /// Size of the connection pool used for everything but held advisory locks. Default 5.
+    pub max_connections: u32,
+    /// How long to wait for a connection (from the pool or a new session). Default 5 s.
+    pub connect_timeout: Duration,
+    /// The URL of the one `LISTEN` connection, when it must differ from `url` — for example
+    /// straight to the server when `url` goes through PgBouncer in transaction pooling mode,
+    /// where `LISTEN` does not work. `None` (the default): `url`.
+    pub listen_url: Option<String>,
+}
+
+impl PostgresConfig {
+    /// A configuration for `url` with the defaults for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            ..PostgresConfig::default()
+        }
+    }
+
+    /// Checks the fields that can be checked without a server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the field and its value.
+    pub fn validate(&self) -> Result<()> {
+        if self.url.trim().is_empty() {
+            return Err(Error::config("PostgreSQL url must not be empty"));
+        }
+        let prefix = &self.table_prefix;
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 40
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !prefix.as_bytes()[0].is_ascii_digit();
+        if !valid {
+            return Err(Error::config(format!(
+                "PostgreSQL table prefix {prefix:?} must be 1 to 40 ASCII letters, digits or '_', \
+                 not starting with a digit"
+            )));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::config(
+                "PostgreSQL max_connections must be at least 1",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::config("PostgreSQL connect_timeout must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            namespace: 1,
+            mode: PostgresMode::default(),
+            table_prefix: "lock_".to_owned(),
+            max_connections: 5,
+            connect_timeout: Duration::from_secs(5),
+            listen_url: None,
+        }
+    }
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("mode", &self.mode)
+            .field("table_prefix", &self.table_prefix)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("listen_url", &self.listen_url.as_deref().map(redact))
+            .finish()
+    }
+}
+
+/// The URL with the password of its user info and every `password=` parameter replaced by
+/// `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let at = rest_start + at;
+            if let Some(colon) = out[rest_start..at].find(':') {
+                out.replace_range(rest_start + colon + 1..at, "***");
+            }
+        }
+    }
+    let mut search = 0;
+    while let Some(found) = out[search..].find("password=") {
+        let start = search + found + "password=".len();
+        let end = out[start..].find('&').map_or(out.len(), |i| start + i);
+        out.replace_range(start..end, "***");
+        search = start + 3;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/app"),
+            "postgres://app:***@db:5432/app"
+        );
+        assert_eq!(
+            redact("postgres://db/app?user=u&password=s3cret&sslmode=disable"),
+            "postgres://db/app?user=u&password=***&sslmode=disable"
+        );
+        assert_eq!(redact("postgres://app@db/app"), "postgres://app@db/app");
+    }
+
+    #[test]
+    fn mode_round_trips() {
+        for mode in [PostgresMode::Advisory, PostgresMode::Lease] {
+            assert_eq!(mode.to_string().parse::<PostgresMode>().unwrap(), mode);
+        }
+        let err = "table".parse::<PostgresMode>().unwrap_err().to_string();
+        assert!(err.contains("\"table\""), "{err}");
+    }
+
+    #[test]
+    fn bad_prefix_is_named() {
+        let mut config = PostgresConfig::new("postgres://db/app");
+        config.table_prefix = "x; drop".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("x; drop"), "{err}");
+        config.table_prefix = "ok_1".into();
+        config.validate().unwrap();
+    }
+}

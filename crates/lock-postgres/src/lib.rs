@@ -1,0 +1,580 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod sql;
+
+pub use config::{PostgresConfig, PostgresMode};
+
+use config::redact;
+use lock_core::{
+    AcquireRequest, Acquired, Backend, Error, LeaseId, LockInfo, LockKey, Mode, Notifier, Result,
+    Subscription,
+};
+use sql::{Grant, Sql, unavailable};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Idle advisory sessions kept for reuse (per [`Postgres`]).
+const IDLE_SESSIONS: usize = 4;
+/// How long a contender waits for the session of an expired or force-released lease to end.
+const TERMINATE_WAIT_MS: i64 = 5000;
+
+/// The PostgreSQL backend, in advisory or lease mode (see the crate docs). Cheap to clone:
+/// clones share the pool, the sessions of held advisory locks and the NOTIFY listener.
+#[derive(Clone)]
+pub struct Postgres {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: PostgresConfig,
+    options: PgConnectOptions,
+    pool: PgPool,
+    sql: Sql,
+    notifier: Notifier,
+    listener: StdMutex<Option<JoinHandle<()>>>,
+    sessions: Sessions,
+}
+
+/// A connection of its own, outside the pool, that holds one lease's advisory lock.
+struct Session {
+    conn: PgConnection,
+    pid: i32,
+    reused: bool,
+}
+
+#[derive(Default)]
+struct Sessions {
+    /// The sessions holding this process's advisory leases.
+    held: StdMutex<HashMap<LeaseId, Session>>,
+    /// Sessions that hold nothing, kept for the next acquisition.
+    idle: StdMutex<Vec<Session>>,
+    /// Sessions of acquisitions dropped mid-flight: they may still wait for, or hold, the lock
+    /// on the server until they are terminated.
+    orphans: StdMutex<HashMap<LeaseId, i32>>,
+}
+
+fn locked<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The second key of a lock's advisory lock: FNV-1a (32 bit) of its kind and name. Stable
+/// across processes, versions and platforms. Two locks whose keys collide only contend with
+/// each other needlessly (the side table still decides who holds what).
+pub fn advisory_key(key: &LockKey) -> i32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let bytes = key
+        .kind()
+        .as_str()
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(key.name().bytes());
+    for byte in bytes {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions> {
+    let trimmed = url.trim();
+    if !(trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://")) {
+        return Err(Error::config(format!(
+            "invalid PostgreSQL url {}: expected postgres://user:password@host:port/database",
+            redact(url)
+        )));
+    }
+    let options: PgConnectOptions = trimmed.parse().map_err(|e: sqlx::Error| {
+        Error::config(format!(
+            "invalid PostgreSQL url {}: {}",
+            redact(url),
+            redact(&e.to_string())
+        ))
+    })?;
+    Ok(options.application_name("lock-postgres"))
+}
+
+impl Postgres {
+    /// Connects, creates the tables if they are missing (idempotent, safe when many processes
+    /// start at once) and starts the NOTIFY listener.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration or URL (passwords are never shown);
+    /// [`Error::ProviderUnavailable`] when the server cannot be reached or the tables cannot be
+    /// created.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future closes the connections made so far; nothing is held.
+    pub async fn connect(config: PostgresConfig) -> Result<Postgres> {
+        config.validate()?;
+        let options = parse_url(&config.url)?;
+        let listen_options = match &config.listen_url {
+            Some(url) => parse_url(url)?,
+            None => options.clone(),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.connect_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        let advisory = (config.mode == PostgresMode::Advisory).then_some(config.namespace);
+        let sql = Sql::new(&config.table_prefix, advisory);
+        {
+            let mut conn = pool.acquire().await.map_err(unavailable)?;
+            sql.migrate(&mut conn).await.map_err(unavailable)?;
+        }
+        let notifier = Notifier::new();
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(config.connect_timeout)
+            .connect_lazy_with(listen_options);
+        let listener = tokio::spawn(listen(listen_pool, sql.channel.clone(), notifier.clone()));
+        Ok(Postgres {
+            inner: Arc::new(Inner {
+                config,
+                options,
+                pool,
+                sql,
+                notifier,
+                listener: StdMutex::new(Some(listener)),
+                sessions: Sessions::default(),
+            }),
+        })
+    }
+
+    /// The mode this backend runs in.
+    pub fn mode(&self) -> PostgresMode {
+        self.inner.config.mode
+    }
+
+    fn advisory(&self) -> bool {
+        self.inner.config.mode == PostgresMode::Advisory
+    }
+
+    async fn pooled(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        self.inner.pool.acquire().await.map_err(unavailable)
+    }
+
+    async fn acquire_advisory(&self, request: &AcquireRequest) -> Result<Acquired> {
+        let inner = &self.inner;
+        let akey = advisory_key(&request.key);
+        let exclusive = request.mode == Mode::Exclusive;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut session = inner.session().await?;
+            let mut flight = Flight {
+                inner: Arc::clone(inner),
+                lease: request.lease_id,
+                pid: session.pid,
+                armed: true,
+            };
+            let got = lock_session(
+                &mut session.conn,
+                exclusive,
+                inner.config.namespace,
+                akey,
+                request.claim,
+            )
+            .await;
+            let got = match got {
+                Ok(got) => got,
+                Err(_) if session.reused => {
+                    // An idle session that died (a server restart): start afresh.
+                    flight.armed = false;
+                    drop(session);
+                    locked(&inner.sessions.idle).clear();
+                    session = inner.new_session().await?;
+                    flight.pid = session.pid;
+                    flight.armed = true;
+                    match lock_session(
+                        &mut session.conn,
+                        exclusive,
+                        inner.config.namespace,
+                        akey,
+                        request.claim,
+                    )
+                    .await
+                    {
+                        Ok(got) => got,
+                        Err(e) => {
+                            flight.armed = false;
+                            return Err(unavailable(e));
+                        }
+                    }
+                }
+                Err(e) => {
+                    flight.armed = false;
+                    return Err(unavailable(e));
+                }
+            };
+            if !got {
+                inner.park(session).await;
+                flight.armed = false;
+                let mut conn = self.pooled().await?;
+                let (outcome, terminated) = inner
+                    .sql
+                    .acquire(&mut conn, request, Grant::Denied { akey })
+                    .await?;
+                if terminated && attempts < 2 {
+                    // The advisory lock was held by expired leases' sessions, now ended.
+                    continue;
+                }
+                return Ok(outcome);
+            }
+            let grant = Grant::Allowed {
+                pid: Some(session.pid),
+                akey,
+            };
+            let outcome = inner.sql.acquire(&mut session.conn, request, grant).await;
+            match &outcome {
+                Ok((Acquired::Granted { .. }, _)) => {
+                    locked(&inner.sessions.held).insert(request.lease_id, session);
+                }
+                Ok(_) | Err(Error::InvalidArgument { .. }) => inner.park(session).await,
+                Err(_) => drop(session),
+            }
+            flight.armed = false;
+            return outcome.map(|(outcome, _)| outcome);
+        }
+    }
+
+    async fn release_advisory(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
+        let inner = &self.inner;
+        inner.kill_orphan(lease).await;
+        let session = locked(&inner.sessions.held).remove(&lease);
+        let deleted = {
+            let result = match self.pooled().await {
+                Ok(mut conn) => inner.sql.release(&mut conn, key, lease).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(deleted) => deleted,
+                Err(e) => {
+                    if let Some(session) = session {
+                        locked(&inner.sessions.held).insert(lease, session);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        let mut others = deleted.live_pids.clone();
+        if let Some(session) = session {
+            others.retain(|pid| *pid != session.pid);
+            inner.park(session).await;
+        }
+        if !others.is_empty() {
+            let mut conn = self.pooled().await?;
+            sql::terminate(&mut conn, &others, TERMINATE_WAIT_MS)
+                .await
+                .map_err(unavailable)?;
+        }
+        if deleted.changed {
+            inner.notifier.notify(key);
+        }
+        if deleted.valid {
+            Ok(())
+        } else {
+            Err(Error::NotHeld {
+                name: key.name().to_owned(),
+            })
+        }
+    }
+}
+
+impl Inner {
+    async fn new_session(&self) -> Result<Session> {
+        let connect = PgConnection::connect_with(&self.options);
+        let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
+            Ok(conn) => conn.map_err(unavailable)?,
+            Err(_) => {
+                return Err(Error::unavailable(
+                    "postgres",
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no session opened within {:?}", self.config.connect_timeout),
+                    ),
+                ));
+            }
+        };
+        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        // PostgreSQL 14+: notice a vanished client while waiting for a lock.
+        let _ = sqlx::query("SET client_connection_check_interval = 1000")
+            .execute(&mut conn)
+            .await;
+        Ok(Session {
+            conn,
+            pid,
+            reused: false,
+        })
+    }
+
+    async fn session(&self) -> Result<Session> {
+        let idle = locked(&self.sessions.idle).pop();
+        match idle {
+            Some(mut session) => {
+                session.reused = true;
+                Ok(session)
+            }
+            None => self.new_session().await,
+        }
+    }
+
+    /// Releases every advisory lock of the session (also one granted as a `lock_timeout`
+    /// fired) and keeps it for reuse; a session that fails is closed.
+    async fn park(&self, mut session: Session) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut session.conn)
+            .await
+            .is_ok();
+        if unlocked {
+            let mut idle = locked(&self.sessions.idle);
+            if idle.len() < IDLE_SESSIONS {
+                session.reused = false;
+                idle.push(session);
+            }
+        }
+    }
+
+    /// Ends the session of an acquisition dropped mid-flight, and waits until it is gone.
+    async fn kill_orphan(&self, lease: LeaseId) {
+        let pid = locked(&self.sessions.orphans).get(&lease).copied();
+        if let Some(pid) = pid {
+            if let Ok(mut conn) = self.pool.acquire().await {
+                let _ = sql::terminate(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
+            }
+            locked(&self.sessions.orphans).remove(&lease);
+        }
+    }
+}
+
+/// Marks an advisory acquisition in flight: if its future is dropped before it is disarmed, its
+/// session (which may still wait for, or hold, the lock on the server) is terminated.
+struct Flight {
+    inner: Arc<Inner>,
+    lease: LeaseId,
+    pid: i32,
+    armed: bool,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        locked(&self.inner.sessions.orphans).insert(self.lease, self.pid);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = Arc::clone(&self.inner);
+            let lease = self.lease;
+            runtime.spawn(async move { inner.kill_orphan(lease).await });
+        }
+    }
+}
+
+/// Takes the lock's advisory lock on `conn`: at once (`claim` = `None`), or waiting on the
+/// server for up to a third of the claim's TTL. False when not taken.
+async fn lock_session(
+    conn: &mut PgConnection,
+    exclusive: bool,
+    namespace: i32,
+    akey: i32,
+    claim: Option<Duration>,
+) -> sqlx::Result<bool> {
+    let Some(claim) = claim else {
+        let text = if exclusive {
+            "SELECT pg_try_advisory_lock($1, $2)"
+        } else {
+            "SELECT pg_try_advisory_lock_shared($1, $2)"
+        };
+        let (got,): (bool,) = sqlx::query_as(text)
+            .bind(namespace)
+            .bind(akey)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok(got);
+    };
+    let wait = (claim / 3).as_millis().max(1);
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(format!("{wait}ms"))
+        .execute(&mut *conn)
+        .await?;
+    let text = if exclusive {
+        "SELECT pg_advisory_lock($1, $2)"
+    } else {
+        "SELECT pg_advisory_lock_shared($1, $2)"
+    };
+    let result = sqlx::query(text)
+        .bind(namespace)
+        .bind(akey)
+        .execute(&mut *conn)
+        .await;
+    match result {
+        Ok(_) => {
+            sqlx::query("SELECT set_config('lock_timeout', '0', false)")
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+        Err(e) if is_lock_timeout(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// SQLSTATE 55P03 `lock_not_available`: `lock_timeout` fired.
+fn is_lock_timeout(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "55P03")
+}
+
+/// Feeds NOTIFY messages to the notifier; after every (re)connection it signals every lock,
+/// since messages may have been missed meanwhile.
+async fn listen(pool: PgPool, channel: String, notifier: Notifier) {
+    loop {
+        if let Ok(mut listener) = PgListener::connect_with(&pool).await
+            && listener.listen(&channel).await.is_ok()
+        {
+            notifier.notify_all();
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(message)) => {
+                        if let Some(key) = sql::parse_payload(message.payload()) {
+                            notifier.notify(&key);
+                        }
+                    }
+                    Ok(None) => notifier.notify_all(),
+                    Err(_) => {
+                        notifier.notify_all();
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = locked(&self.listener).take() {
+            listener.abort();
+        }
+    }
+}
+
+impl Backend for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        if self.advisory() {
+            return self.acquire_advisory(request).await;
+        }
+        let mut conn = self.pooled().await?;
+        let grant = Grant::Allowed { pid: None, akey: 0 };
+        let (outcome, _) = self.inner.sql.acquire(&mut conn, request, grant).await?;
+        Ok(outcome)
+    }
+
+    async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
+        if self.advisory() {
+            return self.release_advisory(key, lease).await;
+        }
+        let mut conn = self.pooled().await?;
+        let deleted = self.inner.sql.release(&mut conn, key, lease).await?;
+        if deleted.changed {
+            self.inner.notifier.notify(key);
+        }
+        if deleted.valid {
+            Ok(())
+        } else {
+            Err(Error::NotHeld {
+                name: key.name().to_owned(),
+            })
+        }
+    }
+
+    async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
+        let mut conn = self.pooled().await?;
+        self.inner.sql.extend(&mut conn, key, lease, ttl).await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
+        lock_core::validate_name(name)?;
+        let mut conn = self.pooled().await?;
+        self.inner.sql.inspect(&mut conn, name).await
+    }
+
+    async fn force_release(&self, name: &str) -> Result<usize> {
+        lock_core::validate_name(name)?;
+        let mut conn = self.pooled().await?;
+        let (removed, _) = self.inner.sql.force_release(&mut conn, name).await?;
+        self.inner.notifier.notify_name(name);
+        Ok(removed)
+    }
+
+    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
+        Ok(self.inner.notifier.subscribe(&request.key))
+    }
+
+    async fn close(&self) {
+        let sessions: Vec<Session> = {
+            let mut held = locked(&self.inner.sessions.held);
+            let mut idle = locked(&self.inner.sessions.idle);
+            held.drain().map(|(_, s)| s).chain(idle.drain(..)).collect()
+        };
+        for session in sessions {
+            let _ = session.conn.close().await;
+        }
+        if let Some(listener) = locked(&self.inner.listener).take() {
+            listener.abort();
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lock_core::LockKind;
+
+    #[test]
+    fn advisory_keys_are_stable_and_per_kind() {
+        let mutex = LockKey::new("jobs", LockKind::Mutex).unwrap();
+        let rw = LockKey::new("jobs", LockKind::RwMutex).unwrap();
+        assert_eq!(advisory_key(&mutex), advisory_key(&mutex.clone()));
+        assert_ne!(advisory_key(&mutex), advisory_key(&rw));
+        // FNV-1a of "mutex\0jobs": pinned, so keys never change between versions.
+        assert_eq!(advisory_key(&mutex), 877_081_764);
+    }
+
+    #[test]
+    fn bad_url_is_a_config_error_without_password() {
+        let err = parse_url("postgres://app:s3cret@db:notaport/app").unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(matches!(err, Error::Config { .. }), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+}

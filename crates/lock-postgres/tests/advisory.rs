@@ -1,0 +1,77 @@
+//! Advisory mode specifics, on the server of `LOCK_TEST_POSTGRES_URL`.
+
+mod common;
+
+use lock_core::{LockKey, LockKind};
+use lock_postgres::{PostgresMode, advisory_key};
+use lock_testkit::require_servers;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Two distinct mutex names whose advisory keys collide (a birthday search over 32 bits).
+fn colliding_names(prefix: &str) -> (String, String) {
+    let mut seen: HashMap<i32, String> = HashMap::new();
+    for i in 0u64.. {
+        let name = format!("{prefix}/{i}");
+        let key = advisory_key(&LockKey::new(&name, LockKind::Mutex).unwrap());
+        if let Some(other) = seen.insert(key, name.clone()) {
+            return (other, name);
+        }
+    }
+    unreachable!("u64 range exhausted")
+}
+
+/// A hash collision costs false contention only: the colliding lock is free again when the
+/// other is released, and when the other's holder hangs past its TTL (its session is ended
+/// by the contender of the colliding lock, although nobody contends for the hung lock itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn colliding_advisory_keys_only_cost_contention() {
+    let (a, b) = match common::lockers(PostgresMode::Advisory).await {
+        Ok(lockers) => lockers,
+        Err(reason) if require_servers() => panic!("server required: {reason}"),
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let prefix = format!("collide-{}", ulid::Ulid::generate());
+    let (x, y) = colliding_names(&prefix);
+    assert_ne!(x, y);
+
+    let held = a.mutex(&x).lock().await.unwrap();
+    assert!(
+        b.mutex(&y).try_lock().await.unwrap().is_none(),
+        "expected false contention on colliding keys"
+    );
+    held.release().await.unwrap();
+    b.mutex(&y)
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("free")
+        .release()
+        .await
+        .unwrap();
+
+    let hung = a
+        .mutex(&x)
+        .ttl(Duration::from_secs(1))
+        .lock()
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let next = b
+        .mutex(&y)
+        .lock_timeout(Duration::from_secs(20))
+        .lock()
+        .await
+        .expect("a hung holder of a colliding lock blocked forever");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(matches!(
+        hung.extend(Duration::from_secs(1)).await,
+        Err(lock_core::Error::Expired { .. })
+    ));
+    next.release().await.unwrap();
+    a.close().await;
+    b.close().await;
+}
