@@ -172,7 +172,10 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
             let mut config = Config::default();
             config.provider = Provider::Postgres;
             config.postgres.url = Some(url.clone());
-            out.push(contender("postgres", "ours (advisory)", run, true, every.clone(), ours_from(config)));
+            out.push(contender("postgres", "ours (advisory)", run, true, every.clone(), ours_from(config.clone())));
+            let mut lease = config;
+            lease.postgres.mode = lock::config::PostgresMode::Lease;
+            out.push(contender("postgres", "ours (lease)", run, true, every.clone(), ours_from(lease)));
             out.push(contender("postgres", "sqlx PgAdvisoryLock", run, true, vec![], peers::pg_advisory(url)));
         }
         Err(_) => eprintln!("skipping postgres: LOCK_TEST_POSTGRES_URL is not set"),
