@@ -19,4 +19,4 @@ start_redis
 start_postgres
 start_etcd
 log "building and running the benchmarks"
-cargo run --release --quiet --manifest-path bench/Cargo.toml
+cargo run --release --quiet --manifest-path bench/Cargo.toml --bin lock-bench

@@ -7,6 +7,7 @@
 //! Scenarios: uncontended lock + release latency (one client); throughput with 1, 8 and 64
 //! clients on distinct names; contended hand-off (release → next waiter's grant); semaphore
 //! and read-lock throughput; Redlock over 3 and 5 nodes against one node. Medians and p99.
+//! `LOCK_BENCH_QUICK=1` makes a smoke run; `LOCK_BENCH_GROUPS=redis-1,etcd` limits the groups.
 
 mod peers;
 mod report;
@@ -51,7 +52,12 @@ impl Effort {
 async fn main() -> Result<()> {
     let effort = Effort::from_env();
     let run = format!("bench-{}", std::process::id());
-    let contenders = subjects::all(&run).await?;
+    let mut contenders = subjects::all(&run).await?;
+    // LOCK_BENCH_GROUPS=redis-1,memory runs only those groups (for profiling one backend).
+    if let Ok(groups) = std::env::var("LOCK_BENCH_GROUPS") {
+        let groups: Vec<&str> = groups.split(',').map(str::trim).collect();
+        contenders.retain(|c| groups.contains(&c.group));
+    }
     let mut report = Report::new();
     for (group, rtt) in peers::round_trips().await? {
         report.rtt(group, rtt);

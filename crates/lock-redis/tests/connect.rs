@@ -3,7 +3,7 @@
 mod support;
 
 use lock_core::{
-    AcquireRequest, Backend, Error, LeaseId, LockKey, LockKind, Locker, Metadata, Mode,
+    AcquireRequest, Acquired, Backend, Error, LeaseId, LockKey, LockKind, Locker, Metadata, Mode,
 };
 use lock_redis::{Redis, RedisConfig};
 use std::sync::Arc;
@@ -138,7 +138,7 @@ async fn listener_reconnects_and_signals_subscribers() {
     let watcher = support::backend(&servers.urls(), &prefix).await;
     let other = support::locker(&servers.urls(), &prefix).await;
     let name = "reconnect";
-    let request = AcquireRequest::new(
+    let mut request = AcquireRequest::new(
         LockKey::new(name, LockKind::Mutex).unwrap(),
         LeaseId::generate(),
         "watcher".into(),
@@ -148,16 +148,16 @@ async fn listener_reconnects_and_signals_subscribers() {
         Duration::from_secs(10),
         Arc::new(Metadata::new()),
     );
+    // A waiter records its claim before it waits: changes are published only to locks with
+    // waiters.
+    request.claim = Some(Duration::from_secs(10));
     let mut subscription = watcher.subscribe(&request).await.unwrap();
-    // Published changes arrive.
-    other
-        .mutex(name)
-        .lock()
-        .await
-        .unwrap()
-        .release()
-        .await
-        .unwrap();
+    let held = other.mutex(name).lock().await.unwrap();
+    assert!(matches!(
+        watcher.acquire(&request).await.unwrap(),
+        Acquired::Busy { .. }
+    ));
+    held.release().await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), subscription.changed())
         .await
         .expect("a release was not signalled");
@@ -168,16 +168,15 @@ async fn listener_reconnects_and_signals_subscribers() {
         .await
         .expect("no signal after the listener reconnected");
     // And after the reconnect, published changes arrive again.
-    assert!(
-        lock_testkit::eventually(Duration::from_secs(10), || async {
-            match other.mutex(name).try_lock().await {
-                Ok(Some(guard)) => guard.release().await.is_ok(),
-                _ => false,
-            }
-        })
-        .await,
-        "the restarted server is not usable"
-    );
+    let held = tokio::time::timeout(Duration::from_secs(10), other.mutex(name).lock())
+        .await
+        .expect("the restarted server is not usable")
+        .unwrap();
+    assert!(matches!(
+        watcher.acquire(&request).await.unwrap(),
+        Acquired::Busy { .. }
+    ));
+    held.release().await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), subscription.changed())
         .await
         .expect("a release after the reconnect was not signalled");

@@ -10,7 +10,7 @@ local permits, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, claim_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_us()
 local s = load(key, now, true)
-if s.expired then
+if s.expired and next(s.claims) ~= nil then
   redis.call('PUBLISH', ARGV[9], 'expired')
 end
 

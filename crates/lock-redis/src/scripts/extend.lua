@@ -4,7 +4,7 @@
 local key, id, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local now = now_us()
 local s = load(key, now, true)
-if s.expired then
+if s.expired and next(s.claims) ~= nil then
   redis.call('PUBLISH', ARGV[3], 'expired')
 end
 local lease = s.leases[id]

@@ -1,4 +1,5 @@
--- Deletes the lease and the waiting claim with this id, and publishes the change.
+-- Deletes the lease and the waiting claim with this id, and publishes the change when someone
+-- waits (every waiter has a claim here before it waits for a message, so nobody else listens).
 -- KEYS[1] the lease set. ARGV: 1 lease id, 2 change channel.
 -- Returns 1 when a valid lease was deleted, 0 when none had this id.
 local key, id = KEYS[1], ARGV[1]
@@ -14,11 +15,12 @@ if s.leases[id] then
 end
 if s.claims[id] then
   redis.call('HDEL', key, 'C' .. id)
+  s.claims[id] = nil
   s.count = s.count - 1
   changed = true
 end
 store(key, s, now)
-if changed then
+if changed and next(s.claims) ~= nil then
   redis.call('PUBLISH', ARGV[2], 'released')
 end
 return held
