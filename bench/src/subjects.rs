@@ -78,7 +78,38 @@ impl Contender {
     }
 }
 
-struct Ours(Locker);
+/// Our locker, with one handle per name and kind made once and reused, as an application
+/// would (the tokio peer keeps one primitive per name the same way).
+struct Ours {
+    locker: Locker,
+    handles: std::sync::Mutex<std::collections::HashMap<String, Arc<Handles>>>,
+}
+
+struct Handles {
+    mutex: lock::Mutex,
+    semaphore: lock::Semaphore,
+    rw: lock::RwMutex,
+}
+
+impl Ours {
+    fn new(locker: Locker) -> Ours {
+        Ours { locker, handles: Default::default() }
+    }
+
+    fn handles(&self, name: &str) -> Arc<Handles> {
+        let mut handles = self.handles.lock().unwrap();
+        if let Some(h) = handles.get(name) {
+            return h.clone();
+        }
+        let h = Arc::new(Handles {
+            mutex: self.locker.mutex(name).ttl(TTL),
+            semaphore: self.locker.semaphore(name, SEMAPHORE_LIMIT).ttl(TTL),
+            rw: self.locker.rw_mutex(name).ttl(TTL),
+        });
+        handles.insert(name.to_owned(), h.clone());
+        h
+    }
+}
 
 struct OursHeld(lock::Guard);
 
@@ -91,10 +122,11 @@ impl Held for OursHeld {
 impl Subject for Ours {
     fn acquire_kind<'a>(&'a self, kind: Kind, name: &'a str) -> Fut<'a, Box<dyn Held>> {
         Box::pin(async move {
+            let handles = self.handles(name);
             let guard = match kind {
-                Kind::Mutex => self.0.mutex(name).ttl(TTL).lock().await?,
-                Kind::Semaphore => self.0.semaphore(name, SEMAPHORE_LIMIT).ttl(TTL).acquire(1).await?,
-                Kind::Read => self.0.rw_mutex(name).ttl(TTL).read().await?,
+                Kind::Mutex => handles.mutex.lock().await?,
+                Kind::Semaphore => handles.semaphore.acquire(1).await?,
+                Kind::Read => handles.rw.read().await?,
             };
             Ok(Box::new(OursHeld(guard)) as Box<dyn Held>)
         })
@@ -104,7 +136,7 @@ impl Subject for Ours {
 fn ours_from(config: Config) -> Box<dyn Fn() -> Fut<'static, Arc<dyn Subject>> + Send + Sync> {
     Box::new(move || {
         let config = config.clone();
-        Box::pin(async move { Ok(Arc::new(Ours(Locker::new(config).await?)) as Arc<dyn Subject>) })
+        Box::pin(async move { Ok(Arc::new(Ours::new(Locker::new(config).await?)) as Arc<dyn Subject>) })
     })
 }
 
@@ -140,7 +172,7 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
     let store = Memory::new();
     out.push(contender("memory", "ours", run, true, every.clone(), Box::new(move || {
         let store = store.clone();
-        Box::pin(async move { Ok(Arc::new(Ours(Locker::with_backend(store))) as Arc<dyn Subject>) })
+        Box::pin(async move { Ok(Arc::new(Ours::new(Locker::with_backend(store))) as Arc<dyn Subject>) })
     })));
     out.push(contender("memory", "tokio::sync (Mutex, Semaphore, RwLock)", run, true, every.clone(), peers::tokio_sync()));
 
