@@ -2,7 +2,7 @@
 # and starts throwaway servers on loopback; `cleanup` (an EXIT trap) stops them.
 #
 #   start_redis     LOCK_TEST_REDIS_URLS (one node), LOCK_TEST_REDLOCK_URLS (five nodes)
-#   start_postgres  LOCK_TEST_POSTGRES_URL
+#   start_postgres  LOCK_TEST_POSTGRES_URL, and LOCK_TEST_PGBOUNCER_URL (PgBouncer in front of it)
 #   start_etcd      LOCK_TEST_ETCD_ENDPOINTS (a 3-node cluster); also installs protoc
 #
 # Each one uses the variable instead when it is already set.
@@ -34,6 +34,9 @@ cleanup() {
     for pid in "${pids[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [ -n "${pgbouncer_pidfile:-}" ] && [ -f "$pgbouncer_pidfile" ]; then
+        kill "$(cat "$pgbouncer_pidfile")" 2>/dev/null || true
+    fi
     if [ -n "${pg_data:-}" ] && [ -f "$pg_data/postmaster.pid" ]; then
         runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
     fi
@@ -98,6 +101,44 @@ start_postgres() {
         -o "-p $port -k $pg_data -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null
     export LOCK_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
     log "PostgreSQL: $LOCK_TEST_POSTGRES_URL"
+    start_pgbouncer "$port"
+}
+
+# PgBouncer in transaction pooling mode in front of the cluster on port $1, for the lease-mode
+# tests through a pooler. It refuses to run as root: it runs as the postgres user.
+start_pgbouncer() {
+    if [ -n "${LOCK_TEST_PGBOUNCER_URL:-}" ]; then
+        log "PgBouncer: using LOCK_TEST_PGBOUNCER_URL"
+        return
+    fi
+    local pgbouncer
+    pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [ -x "$pgbouncer" ] || { apt_install pgbouncer; pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer); }
+    local dir="$servers_dir/pgbouncer" port=6440
+    mkdir -p "$dir"
+    echo '"postgres" ""' >"$dir/users.txt"
+    cat >"$dir/pgbouncer.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$1 dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/users.txt
+pool_mode = transaction
+ignore_startup_parameters = extra_float_digits
+max_client_conn = 1000
+default_pool_size = 40
+logfile = $dir/log
+pidfile = $dir/pid
+INI
+    chown -R postgres "$dir"
+    runuser -u postgres -- "$pgbouncer" -d "$dir/pgbouncer.ini"
+    pgbouncer_pidfile="$dir/pid"
+    wait_port "$port"
+    export LOCK_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$port/postgres"
+    log "PgBouncer (transaction pooling): $LOCK_TEST_PGBOUNCER_URL"
 }
 
 # etcd: a 3-node cluster on loopback.

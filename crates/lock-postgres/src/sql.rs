@@ -298,6 +298,10 @@ impl Sql {
     /// When everything exists already nothing is run, so roles that may use the tables but
     /// not create objects (or own the tables) connect fine.
     pub(crate) async fn migrate(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        // One transaction even for the check: behind PgBouncer's transaction pooling, a
+        // statement outside a transaction may have its parse and its execution sent to two
+        // different server connections.
+        let mut tx = sqlx::Connection::begin(conn).await?;
         let (present,): (bool,) = sqlx::query_as(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
              AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL",
@@ -307,12 +311,11 @@ impl Sql {
         .bind(&self.tables[1])
         .bind(&self.tables[2])
         .bind(&self.tables[3])
-        .fetch_one(&mut *conn)
+        .fetch_one(&mut *tx)
         .await?;
         if present {
-            return Ok(());
+            return tx.commit().await;
         }
-        let mut tx = sqlx::Connection::begin(conn).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(self.persistent)
             .bind(format!("lock-postgres migration {}", self.channel))
@@ -602,15 +605,18 @@ impl Sql {
         lease: LeaseId,
         ttl: Duration,
     ) -> Result<()> {
+        // In a transaction, like every statement here: see `migrate`.
+        let mut tx = sqlx::Connection::begin(conn).await.map_err(unavailable)?;
         let rows: Vec<(i64,)> = self
             .qa(&self.extend)
             .bind(stored(key.name()))
             .bind(key.kind().as_str())
             .bind(lease.to_ulid_string())
             .bind(micros(ttl))
-            .fetch_all(conn)
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         if rows.is_empty() {
             Err(Error::Expired {
                 name: key.name().to_owned(),
@@ -636,12 +642,15 @@ impl Sql {
             Vec<String>,
             Vec<String>,
         );
+        // In a transaction, like every statement here: see `migrate`.
+        let mut tx = sqlx::Connection::begin(conn).await.map_err(unavailable)?;
         let rows: Vec<Row> = self
             .qa(&self.inspect)
             .bind(stored(name))
-            .fetch_all(conn)
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         let wall = SystemTime::now();
         let mut holders = Vec::with_capacity(rows.len());
         for (kind, owner, token, exclusive, permits, remaining, keys, values) in rows {
