@@ -164,6 +164,60 @@ pub fn rslock(urls: Vec<String>) -> Make {
     })
 }
 
+/// redlock: the blocking Redlock client, run on tokio's blocking pool. Its `lock` tries a few
+/// times with random delays; a waiter calls it again until it gets the lock.
+struct Redlock(Arc<redlock::RedLock>);
+
+struct RedlockHeld {
+    manager: Arc<redlock::RedLock>,
+    resource: Vec<u8>,
+    val: Vec<u8>,
+}
+
+impl Held for RedlockHeld {
+    fn release(self: Box<Self>) -> Fut<'static, ()> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let lock = redlock::Lock {
+                    resource: self.resource.clone(),
+                    val: self.val.clone(),
+                    validity_time: 0,
+                    lock_manager: &self.manager,
+                };
+                self.manager.unlock(&lock);
+            })
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Subject for Redlock {
+    fn acquire_kind<'a>(&'a self, _: Kind, name: &'a str) -> Fut<'a, Box<dyn Held>> {
+        Box::pin(async move {
+            let manager = self.0.clone();
+            let resource = name.as_bytes().to_vec();
+            let ttl = TTL.as_millis() as usize;
+            let (resource, val) = tokio::task::spawn_blocking(move || loop {
+                match manager.lock(&resource, ttl) {
+                    Ok(Some(lock)) => return Ok((lock.resource.clone(), lock.val.clone())),
+                    Ok(None) => {}
+                    Err(e) => return Err(anyhow!("redlock: {e}")),
+                }
+            })
+            .await??;
+            Ok(Box::new(RedlockHeld { manager: self.0.clone(), resource, val }) as Box<dyn Held>)
+        })
+    }
+}
+
+pub fn redlock(urls: Vec<String>) -> Make {
+    Box::new(move || {
+        let urls = urls.clone();
+        Box::pin(async move { Ok(Arc::new(Redlock(Arc::new(redlock::RedLock::new(urls)))) as Arc<dyn Subject>) })
+    })
+}
+
 /// sqlx's `PgAdvisoryLock` on a connection of its own; waits in the server.
 struct PgAdvisory {
     conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,

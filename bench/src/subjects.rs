@@ -184,6 +184,7 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
             out.push(contender("redis-1", "ours", run, true, every.clone(), ours_from(config)));
             out.push(contender("redis-1", "raw SET NX PX + CAD script", run, false, vec![], peers::redis_floor(urls[0].clone())));
             out.push(contender("redis-1", "rslock", run, true, vec![], peers::rslock(urls[..1].to_vec())));
+            out.push(contender("redis-1", "redlock (blocking)", run, true, vec![], peers::redlock(urls[..1].to_vec())));
         }
         None => eprintln!("skipping redis-1: LOCK_TEST_REDIS_URLS is not set"),
     }
@@ -195,6 +196,7 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
                 config.redis.urls = urls[..n].to_vec();
                 out.push(contender(group, "ours", run, true, every.clone(), ours_from(config)));
                 out.push(contender(group, "rslock", run, true, vec![], peers::rslock(urls[..n].to_vec())));
+                out.push(contender(group, "redlock (blocking)", run, true, vec![], peers::redlock(urls[..n].to_vec())));
             }
         }
         _ => eprintln!("skipping redlock-3/5: LOCK_TEST_REDLOCK_URLS does not list 5 URLs"),
