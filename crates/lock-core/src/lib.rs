@@ -18,6 +18,7 @@ mod mutex;
 mod notify;
 pub mod observe;
 mod options;
+pub mod redact;
 mod retry;
 mod rwlock;
 mod semaphore;

@@ -156,31 +156,8 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// The URL with the password of its user info and every `password=` parameter replaced by
-/// `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let at = rest_start + at;
-            if let Some(colon) = out[rest_start..at].find(':') {
-                out.replace_range(rest_start + colon + 1..at, "***");
-            }
-        }
-    }
-    let mut search = 0;
-    while let Some(found) = out[search..].find("password=") {
-        let start = search + found + "password=".len();
-        let end = out[start..].find('&').map_or(out.len(), |i| start + i);
-        out.replace_range(start..end, "***");
-        search = start + 3;
-    }
-    out
-}
+/// Passwords in URLs are hidden by the mechanism every crate of `lock` shares.
+pub(crate) use lock_core::redact::redact;
 
 #[cfg(test)]
 mod tests {

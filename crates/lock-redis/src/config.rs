@@ -165,28 +165,8 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// The URL with its password (the user information after the first `:`, up to the last `@`
-/// of the authority) replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!(
-                "{}{}:***{}",
-                &url[..scheme_end + 3],
-                &authority[..colon],
-                &rest[at..]
-            ),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// Passwords in URLs are hidden by the mechanism every crate of `lock` shares.
+pub(crate) use lock_core::redact::redact;
 
 /// The password of a URL, if it has one (to scrub it from client error texts).
 pub(crate) fn password(url: &str) -> Option<&str> {

@@ -71,7 +71,7 @@ impl Node {
     /// Prepares the connection to `url` without connecting yet.
     pub(crate) fn new(url: &str, timeout: Duration, root_cert: Option<&[u8]>) -> Result<Node> {
         let url = url.trim();
-        let redacted = redact(url);
+        let redacted = redact(url).into_owned();
         let password = password(url).map(str::to_owned);
         let scrub = |e: redis::RedisError| {
             let text = e.to_string();

@@ -27,9 +27,9 @@
 //!
 //! [humantime]: https://docs.rs/humantime
 
-use crate::redact::{Redacted, redact};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile};
+use lock_core::redact::{Redacted, redact};
 use lock_core::{Error, Result, RetryPolicy};
 use serde::Deserialize;
 use std::fmt;

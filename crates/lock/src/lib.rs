@@ -43,7 +43,6 @@
 
 pub mod config;
 mod locker;
-mod redact;
 
 pub use config::{Config, Provider};
 pub use locker::Locker;

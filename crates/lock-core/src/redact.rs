@@ -1,4 +1,5 @@
-//! Hiding secrets in URLs before they reach `Debug` output or error messages.
+//! Hiding secrets in URLs before they reach `Debug` output or error messages: one mechanism
+//! for the configuration and every backend.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,7 +13,12 @@ const MASK: &str = "***";
 ///
 /// Errs on the side of hiding: when it is unclear where the user information of a URL ends,
 /// more than the password may be masked.
-pub(crate) fn redact(text: &str) -> Cow<'_, str> {
+///
+/// ```
+/// use lock_core::redact::redact;
+/// assert_eq!(redact("redis://app:s3cret@cache:6379/0"), "redis://app:***@cache:6379/0");
+/// ```
+pub fn redact(text: &str) -> Cow<'_, str> {
     let has_url = text.contains("://");
     let has_param = text.to_ascii_lowercase().contains("password=");
     if !has_url && !has_param {
@@ -83,7 +89,7 @@ fn redact_params(text: &str) -> String {
 }
 
 /// Shows a string (a URL) through [`redact`], quoted like `Debug` of a `str`.
-pub(crate) struct Redacted<'a>(pub(crate) &'a str);
+pub struct Redacted<'a>(pub &'a str);
 
 impl fmt::Debug for Redacted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
