@@ -8,6 +8,28 @@ use std::time::Duration;
 /// The default lease time to live: 30 seconds.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 
+/// The longest lease time to live accepted anywhere (handles, extensions, the locker's default
+/// and `LOCK_DEFAULT_TTL`): one year. Longer TTLs are [`Error::InvalidArgument`] (or
+/// [`Error::Config`]), checked before anything is sent. A lease is a promise that a crashed
+/// holder's lock comes back; past a year that promise means nothing, and some backends cannot
+/// store more.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Checks a lease TTL: above zero and at most [`MAX_TTL`]. `what` names the argument in the
+/// message (`"ttl"`, `"default ttl"`).
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] naming `what`, its value and the allowed range.
+pub fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(Error::invalid_argument(format!(
+            "{what} {ttl:?} is out of range: it must be > 0 and at most {MAX_TTL:?} (one year)"
+        )));
+    }
+    Ok(())
+}
+
 /// The callback run once when a guard is declared lost; it gets the lost lease's info.
 pub type OnLost = Arc<dyn Fn(&LockInfo) + Send + Sync + 'static>;
 
