@@ -3,15 +3,17 @@
 //! clean-up after cancellation.
 
 use crate::backend::{Acquired, DynBackend};
-use crate::guard::{Grant, Guard, KeepAlive, Live};
+use crate::guard::{Grant, Guard, Home, KeepAlive, Live, valid_until, validity};
 use crate::observe::{self, AcquireOutcome, Op};
 use crate::retry::Delays;
+use crate::time::{later, no_reply};
 use crate::{
     AcquireRequest, Error, LeaseId, LockKey, LockKind, LockOptions, Metadata, Mode, Result,
-    RetryPolicy, Subscription,
+    RetryPolicy, Subscription, check_ttl,
 };
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::runtime::Handle as Runtime;
 use tokio::time::Instant;
 
 /// What a locker gives every handle: the backend, the owner and the defaults.
@@ -21,6 +23,7 @@ pub(crate) struct Shared {
     pub(crate) default_ttl: Duration,
     pub(crate) extend_interval: Option<Duration>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) request_timeout: Duration,
     pub(crate) live: Arc<Live>,
 }
 
@@ -48,13 +51,37 @@ fn claim_ttl(ttl: Duration) -> Duration {
     ttl.clamp(Duration::from_millis(500), Duration::from_secs(5))
 }
 
-/// Releases a lease or claim that a dropped acquisition may have left, in the background.
+/// Withdraws the lease or claim an acquisition may have left on the backend: on a dropped
+/// future, a failure or a timeout. The release runs in a task of its own, bounded by the
+/// request timeout, so giving up never waits for the backend.
 struct Abandon {
     backend: Arc<dyn DynBackend>,
+    runtime: Runtime,
+    request_timeout: Duration,
     key: LockKey,
     lease: LeaseId,
     armed: bool,
     started: Instant,
+}
+
+impl Abandon {
+    /// Nothing is left to clean up.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Deletes this request's claim, or a lease granted too late or whose answer was lost, in
+    /// the background.
+    fn withdraw(&mut self) {
+        self.armed = false;
+        let backend = Arc::clone(&self.backend);
+        let key = self.key.clone();
+        let lease = self.lease;
+        let timeout = self.request_timeout;
+        self.runtime.spawn(async move {
+            let _ = tokio::time::timeout(timeout, backend.release_dyn(&key, lease)).await;
+        });
+    }
 }
 
 impl Drop for Abandon {
@@ -68,14 +95,7 @@ impl Drop for Abandon {
             AcquireOutcome::Cancelled,
             self.started,
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let backend = Arc::clone(&self.backend);
-            let key = self.key.clone();
-            let lease = self.lease;
-            runtime.spawn(async move {
-                let _ = backend.release_dyn(&key, lease).await;
-            });
-        }
+        self.withdraw();
     }
 }
 
@@ -98,6 +118,7 @@ impl HandleCore {
     }
 
     /// The auto-extension period: the handle's, else the locker's capped at a third of the TTL.
+    /// It must leave time to extend before the lease's validity runs out.
     fn keep_alive(&self, ttl: Duration) -> Result<Option<KeepAlive>> {
         if !self.options.auto_extend {
             return Ok(None);
@@ -106,13 +127,16 @@ impl HandleCore {
             Some(interval) => interval,
             None => self.shared.extend_interval.unwrap_or(ttl / 3).min(ttl / 3),
         };
-        if interval.is_zero() || interval >= ttl {
+        let window = validity(ttl);
+        if interval.is_zero() || interval >= window {
             return Err(Error::invalid_argument(format!(
-                "extend interval {interval:?} must be > 0 and below the ttl {ttl:?}"
+                "extend interval {interval:?} must be > 0 and below {window:?}, the part of the \
+                 ttl {ttl:?} during which the lease is certainly valid"
             )));
         }
         Ok(Some(KeepAlive {
             interval,
+            granted_ttl: ttl,
             retry: self.retry(),
         }))
     }
@@ -139,6 +163,9 @@ impl HandleCore {
     }
 
     /// The acquisition; the flag says whether the lock was found busy at least once.
+    ///
+    /// Every argument is checked before the first round trip. Each attempt ends by the wait
+    /// deadline and by the request timeout; subscribing too; clean-up runs in the background.
     async fn acquire_inner(
         &self,
         key: LockKey,
@@ -147,15 +174,31 @@ impl HandleCore {
         started: Instant,
     ) -> Result<(Option<Guard>, bool)> {
         let ttl = self.ttl();
-        if ttl.is_zero() {
-            return Err(Error::invalid_argument("ttl must be > 0"));
-        }
+        check_ttl("ttl", ttl)?;
         let keep_alive = self.keep_alive(ttl)?;
         let retry = self.retry();
         retry.validate()?;
+        let runtime = Runtime::try_current().map_err(|_| Error::Unsupported {
+            message: "locks need a tokio runtime (none is running on this thread)".into(),
+        })?;
+        let live = &self.shared.live;
+        if live.is_closed() {
+            return Err(Error::Closed);
+        }
 
         let backend = &self.shared.backend;
-        let deadline = self.options.wait_timeout.map(|d| started + d);
+        let request_timeout = self.shared.request_timeout;
+        // A zero wait timeout is one attempt, as `try_*`; a wait timeout too long to represent
+        // (`Duration::MAX`) is none.
+        let wait_timeout = if wait {
+            self.options.wait_timeout
+        } else {
+            None
+        };
+        let once = !wait || wait_timeout == Some(Duration::ZERO);
+        let deadline = wait_timeout
+            .filter(|_| !once)
+            .and_then(|d| started.checked_add(d));
         let mut request = AcquireRequest::new(
             key.clone(),
             LeaseId::generate(),
@@ -167,8 +210,9 @@ impl HandleCore {
             Arc::clone(&self.metadata),
         );
         let claim = claim_ttl(ttl);
-        request.claim = wait.then_some(claim);
+        request.claim = (!once).then_some(claim);
         let mut errors = 0u32;
+        let mut attempts = 0u32;
         let mut contended = false;
         let mut delays = Delays::new(retry);
         let mut poll = !backend.reliable_notifications();
@@ -177,25 +221,60 @@ impl HandleCore {
         // From here on, a dropped future may leave a lease or a claim: clean it up.
         let mut abandon = Abandon {
             backend: Arc::clone(backend),
+            runtime: runtime.clone(),
+            request_timeout,
             key: key.clone(),
             lease: request.lease_id,
             armed: true,
             started,
         };
+        let not_acquired = || Error::NotAcquired {
+            name: self.name.to_string(),
+            waited: started.elapsed(),
+        };
+        // The end of a call made now: the request timeout, or the wait deadline if earlier.
+        let bound = |now: Instant| {
+            let end = later(now, request_timeout);
+            deadline.map_or(end, |d| d.min(end))
+        };
+        let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
 
         let mut sent = started;
         loop {
-            let attempt = backend.acquire_dyn(&request);
-            let outcome = match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, attempt).await {
+            attempts += 1;
+            let outcome =
+                match tokio::time::timeout_at(bound(sent), backend.acquire_dyn(&request)).await {
                     Ok(outcome) => outcome,
-                    Err(_) => return Err(self.timed_out(&mut abandon, started).await),
-                },
-                None => attempt.await,
-            };
+                    Err(_) if past_deadline() => {
+                        abandon.withdraw();
+                        return Err(not_acquired());
+                    }
+                    Err(_) => Err(no_reply(backend.name(), "acquire", request_timeout)),
+                };
             let wake_at = match outcome {
                 Ok(Acquired::Granted { token }) => {
-                    abandon.armed = false;
+                    if Instant::now() >= valid_until(sent, ttl) {
+                        // The answer came too late to trust the lease: give it back and go on
+                        // (under a new lease id, so the late release cannot hit a new grant).
+                        abandon.withdraw();
+                        contended = true;
+                        if once {
+                            return match wait {
+                                true => Err(not_acquired()),
+                                false => Ok((None, true)),
+                            };
+                        }
+                        request.lease_id = LeaseId::generate();
+                        abandon.lease = request.lease_id;
+                        abandon.armed = true;
+                        if past_deadline() {
+                            abandon.withdraw();
+                            return Err(not_acquired());
+                        }
+                        sent = Instant::now();
+                        continue;
+                    }
+                    abandon.disarm();
                     observe::record_token(token);
                     let grant = Grant {
                         owner: Arc::clone(&self.shared.owner),
@@ -204,8 +283,14 @@ impl HandleCore {
                         permits: want.permits,
                         metadata: Arc::clone(&self.metadata),
                     };
+                    let home = Home {
+                        backend: Arc::clone(backend),
+                        runtime,
+                        live: Arc::clone(live),
+                        request_timeout,
+                    };
                     let guard = Guard::new(
-                        Arc::clone(backend),
+                        home,
                         key,
                         request.lease_id,
                         grant,
@@ -213,56 +298,86 @@ impl HandleCore {
                         sent,
                         self.options.on_lost.clone(),
                         keep_alive,
-                        Arc::clone(&self.shared.live),
-                    );
+                    )?;
                     return Ok((Some(guard), contended));
                 }
                 Ok(Acquired::Busy { retry_after }) => {
                     errors = 0;
                     contended = true;
-                    if !wait {
-                        abandon.armed = false;
-                        return Ok((None, true));
+                    if once {
+                        // No claim was recorded.
+                        abandon.disarm();
+                        return match wait {
+                            true => Err(not_acquired()),
+                            false => Ok((None, true)),
+                        };
                     }
                     if subscription.is_none() {
                         // Subscribe, then try again at once: a release between the first attempt
                         // and the subscription is not missed.
-                        subscription = Some(match backend.subscribe_dyn(&request).await {
+                        let subscribe = backend.subscribe_dyn(&request);
+                        let subscribed =
+                            match tokio::time::timeout_at(bound(Instant::now()), subscribe).await {
+                                Ok(subscribed) => subscribed,
+                                Err(_) => {
+                                    Err(no_reply(backend.name(), "subscribe", request_timeout))
+                                }
+                            };
+                        subscription = Some(match subscribed {
                             Ok(sub) => sub,
+                            Err(_) if past_deadline() => {
+                                abandon.withdraw();
+                                return Err(not_acquired());
+                            }
                             Err(e) => {
                                 errors += 1;
                                 if let Err(e) = check_errors(errors, retry, e) {
-                                    self.withdraw(&mut abandon).await;
+                                    abandon.withdraw();
                                     return Err(e);
                                 }
                                 poll = true;
                                 Subscription::never()
                             }
                         });
+                        if past_deadline() {
+                            abandon.withdraw();
+                            return Err(not_acquired());
+                        }
                         sent = Instant::now();
                         continue;
                     }
                     // Wake to refresh the claim, when the first blocker expires, and to poll.
-                    let mut wake = Instant::now() + claim / 3;
+                    let now = Instant::now();
+                    let mut wake = later(now, claim / 3);
                     if let Some(after) = retry_after {
-                        wake = wake.min(Instant::now() + after);
+                        wake = wake.min(later(now, after));
                     }
                     if poll {
-                        wake = wake.min(Instant::now() + delays.next_delay());
+                        wake = wake.min(later(now, delays.next_delay()));
                     }
                     wake
                 }
                 Err(e) if e.is_retryable() => {
+                    // The backend may have applied the request: clean up if this is the end.
                     errors += 1;
-                    if let Err(e) = check_errors(errors, retry, e) {
-                        self.withdraw(&mut abandon).await;
+                    if once {
+                        abandon.withdraw();
                         return Err(e);
                     }
-                    Instant::now() + delays.next_delay()
+                    if let Err(e) = check_errors(errors, retry, e) {
+                        abandon.withdraw();
+                        return Err(e);
+                    }
+                    later(Instant::now(), delays.next_delay())
                 }
-                // Rejected (a bad argument): nothing was recorded.
+                // Rejected (a bad argument): nothing was recorded by this attempt, but earlier
+                // ones may have left a claim.
                 Err(e) => {
-                    abandon.armed = false;
+                    if attempts > 1 {
+                        abandon.withdraw();
+                    } else {
+                        abandon.disarm();
+                    }
                     return Err(e);
                 }
             };
@@ -277,28 +392,11 @@ impl HandleCore {
                 () = changed => delays.reset(),
                 () = tokio::time::sleep_until(wake_at) => {}
             }
-            sent = Instant::now();
-            if deadline.is_some_and(|d| sent >= d) {
-                return Err(self.timed_out(&mut abandon, started).await);
+            if past_deadline() {
+                abandon.withdraw();
+                return Err(not_acquired());
             }
-        }
-    }
-
-    /// Deletes this request's claim (or a lease granted too late) before reporting a failure.
-    async fn withdraw(&self, abandon: &mut Abandon) {
-        abandon.armed = false;
-        let _ = self
-            .shared
-            .backend
-            .release_dyn(&abandon.key, abandon.lease)
-            .await;
-    }
-
-    async fn timed_out(&self, abandon: &mut Abandon, started: Instant) -> Error {
-        self.withdraw(abandon).await;
-        Error::NotAcquired {
-            name: self.name.to_string(),
-            waited: started.elapsed(),
+            sent = Instant::now();
         }
     }
 }

@@ -47,7 +47,9 @@ pub struct AcquireRequest {
     /// hold a waiting request for up to a third of `claim_ttl` before answering
     /// [`Acquired::Busy`]; the caller re-sends it, which refreshes the claim. If the caller gives
     /// up meanwhile (timeout, cancellation) it releases the request's lease id, which must
-    /// delete a grant that raced with the give-up.
+    /// delete a grant that raced with the give-up. A backend whose calls can be applied out of
+    /// order (a connection pool) must make sure that release wins over an acquire of the same
+    /// lease id still in flight, or that grant stays until its TTL.
     pub claim: Option<Duration>,
 }
 
@@ -249,24 +251,35 @@ pub trait Backend: Send + Sync + 'static {
 /// The dyn-compatible twin of [`Backend`], with boxed futures, so a backend chosen at run time
 /// can sit behind `Arc<dyn DynBackend>`. Implemented for every [`Backend`]; implement `Backend`,
 /// not this.
-#[allow(missing_docs)]
+///
+/// Each method is [`Backend`]'s method of the same name (without `_dyn`), with the same
+/// contract, errors and cancel safety.
 pub trait DynBackend: Send + Sync + 'static {
+    /// [`Backend::name`].
     fn name(&self) -> &'static str;
+    /// [`Backend::reliable_notifications`].
     fn reliable_notifications(&self) -> bool;
+    /// [`Backend::acquire`], boxed.
     fn acquire_dyn<'a>(&'a self, request: &'a AcquireRequest) -> BoxFuture<'a, Result<Acquired>>;
+    /// [`Backend::release`], boxed.
     fn release_dyn<'a>(&'a self, key: &'a LockKey, lease: LeaseId) -> BoxFuture<'a, Result<()>>;
+    /// [`Backend::extend`], boxed.
     fn extend_dyn<'a>(
         &'a self,
         key: &'a LockKey,
         lease: LeaseId,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<()>>;
+    /// [`Backend::inspect`], boxed.
     fn inspect_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>>;
+    /// [`Backend::force_release`], boxed.
     fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>>;
+    /// [`Backend::subscribe`], boxed.
     fn subscribe_dyn<'a>(
         &'a self,
         request: &'a AcquireRequest,
     ) -> BoxFuture<'a, Result<Subscription>>;
+    /// [`Backend::close`], boxed.
     fn close_dyn(&self) -> BoxFuture<'_, ()>;
 }
 

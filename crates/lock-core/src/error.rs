@@ -75,6 +75,10 @@ pub enum Error {
         /// What was wrong, naming the variable and its value.
         message: String,
     },
+    /// The locker was closed by [`Locker::close`](crate::Locker::close): it makes no new
+    /// acquisitions.
+    #[error("the locker was closed; it makes no new acquisitions")]
+    Closed,
     /// The backend cannot do this operation.
     #[error("unsupported: {message}")]
     Unsupported {

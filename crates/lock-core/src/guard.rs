@@ -3,15 +3,19 @@
 use crate::backend::DynBackend;
 use crate::observe::{self, ExtendOutcome, Op, ReleaseVia};
 use crate::retry::Delays;
+use crate::time::{later, no_reply};
 use crate::{
     Error, FencingToken, LeaseId, LockInfo, LockKey, Metadata, Mode, OnLost, Result, RetryPolicy,
+    check_ttl,
 };
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
+use tokio::runtime::Handle as Runtime;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,19 +29,32 @@ fn margin(ttl: Duration) -> Duration {
     (ttl / 20).min(Duration::from_millis(100))
 }
 
+/// How long after its request was sent a lease with `ttl` is certainly still valid on the
+/// backend: `ttl * (1 - drift) - margin`.
+pub(crate) fn validity(ttl: Duration) -> Duration {
+    ttl.mul_f64(1.0 - CLOCK_DRIFT).saturating_sub(margin(ttl))
+}
+
 /// The moment until which a lease whose grant or extension request was sent at `sent` with
 /// `ttl` is certainly still valid on the backend: `sent + ttl * (1 - drift) - margin`.
+/// Saturates instead of overflowing for huge TTLs.
 pub fn valid_until(sent: Instant, ttl: Duration) -> Instant {
-    sent + ttl.mul_f64(1.0 - CLOCK_DRIFT).saturating_sub(margin(ttl))
+    later(sent, validity(ttl))
 }
 
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The leases a locker holds, so [`Locker::close`](crate::Locker::close) can release them.
+/// The leases a locker holds, so [`Locker::close`](crate::Locker::close) can release them, and
+/// whether the locker was closed.
 #[derive(Default)]
-pub(crate) struct Live(StdMutex<HashMap<LeaseId, Weak<Held>, BuildHasherDefault<LeaseIdHasher>>>);
+pub(crate) struct Live {
+    held: StdMutex<HashMap<LeaseId, Weak<Held>, BuildHasherDefault<LeaseIdHasher>>>,
+    /// Releases of dropped guards still running in the background; `close` waits for them.
+    releasing: StdMutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
 
 /// Lease ids end in 80 random bits: their low 64 bits are a good hash already.
 #[derive(Default)]
@@ -59,18 +76,35 @@ impl Hasher for LeaseIdHasher {
 
 impl Live {
     fn insert(&self, held: &Arc<Held>) {
-        lock(&self.0).insert(held.lease, Arc::downgrade(held));
+        lock(&self.held).insert(held.lease, Arc::downgrade(held));
     }
 
     fn remove(&self, lease: LeaseId) {
-        lock(&self.0).remove(&lease);
+        lock(&self.held).remove(&lease);
     }
 
-    pub(crate) fn drain(&self) -> Vec<Arc<Held>> {
-        lock(&self.0)
+    /// Refuses new guards from now on and takes the live ones.
+    pub(crate) fn close(&self) -> Vec<Arc<Held>> {
+        self.closed.store(true, Ordering::SeqCst);
+        lock(&self.held)
             .drain()
             .filter_map(|(_, w)| w.upgrade())
             .collect()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn add_releasing(&self, task: JoinHandle<()>) {
+        let mut releasing = lock(&self.releasing);
+        releasing.retain(|task| !task.is_finished());
+        releasing.push(task);
+    }
+
+    /// The background releases still running.
+    pub(crate) fn take_releasing(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *lock(&self.releasing))
     }
 }
 
@@ -85,8 +119,22 @@ struct LeaseState {
 /// Auto-extension settings of a grant.
 #[derive(Clone, Copy)]
 pub(crate) struct KeepAlive {
+    /// The period while the TTL is the granted one.
     pub(crate) interval: Duration,
+    /// The TTL of the grant; after a manual extension to another TTL the period is at most a
+    /// third of that TTL.
+    pub(crate) granted_ttl: Duration,
     pub(crate) retry: RetryPolicy,
+}
+
+impl KeepAlive {
+    fn interval(&self, ttl: Duration) -> Duration {
+        if ttl == self.granted_ttl {
+            self.interval
+        } else {
+            self.interval.min(ttl / 3)
+        }
+    }
 }
 
 /// What was granted: the parts of [`LockInfo`] that never change.
@@ -98,19 +146,32 @@ pub(crate) struct Grant {
     pub(crate) metadata: Arc<Metadata>,
 }
 
+/// Where a guard lives: its backend, its runtime and its locker's bounds.
+pub(crate) struct Home {
+    pub(crate) backend: Arc<dyn DynBackend>,
+    pub(crate) runtime: Runtime,
+    pub(crate) live: Arc<Live>,
+    pub(crate) request_timeout: Duration,
+}
+
 /// The shared state of one held lease.
 pub(crate) struct Held {
-    backend: Arc<dyn DynBackend>,
+    home: Home,
     key: LockKey,
     lease: LeaseId,
     grant: Grant,
     state: StdMutex<LeaseState>,
     lost: AtomicBool,
-    /// Woken when the lease is declared lost or released.
+    /// Whether a keeper extends this lease; without one, it is lost at `valid_until`.
+    kept: bool,
+    /// Woken when the lease is confirmed (new expiry or TTL), declared lost or released.
     changed: Notify,
+    /// One extension of this lease in flight at a time, the keeper's or a manual one.
+    extending: tokio::sync::Mutex<()>,
     on_lost: Option<OnLost>,
     keeper: StdMutex<Option<JoinHandle<()>>>,
-    live: Arc<Live>,
+    /// Set by the first release, so metrics count each lease once.
+    counted: AtomicBool,
     granted: Instant,
 }
 
@@ -119,10 +180,14 @@ impl Held {
         self.grant.token
     }
 
+    fn backend_name(&self) -> &'static str {
+        self.home.backend.name()
+    }
+
     /// One extension on the backend, inside a `lock.extend` span, counted by outcome.
     async fn extend_once(&self, ttl: Duration) -> Result<()> {
-        let backend = self.backend.name();
-        let call = self.backend.extend_dyn(&self.key, self.lease, ttl);
+        let backend = self.backend_name();
+        let call = self.home.backend.extend_dyn(&self.key, self.lease, ttl);
         let result =
             observe::in_span(Op::Extend, &self.key, backend, Some(self.token()), call).await;
         let outcome = match &result {
@@ -134,36 +199,65 @@ impl Held {
         result
     }
 
-    /// The release on the backend, inside a `lock.release` span, counted by path.
+    /// The release on the backend, inside a `lock.release` span, bounded by the request
+    /// timeout; counted once per lease.
     async fn release_once(&self, via: ReleaseVia) -> Result<()> {
-        let backend = self.backend.name();
-        let call = self.backend.release_dyn(&self.key, self.lease);
+        let backend = self.backend_name();
+        let timeout = self.home.request_timeout;
+        let call = self.home.backend.release_dyn(&self.key, self.lease);
+        let call = async {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(no_reply(backend, "release", timeout)),
+            }
+        };
         let result =
             observe::in_span(Op::Release, &self.key, backend, Some(self.token()), call).await;
-        observe::release(&self.key, backend, via, self.granted);
+        if !self.counted.swap(true, Ordering::SeqCst) {
+            observe::release(&self.key, backend, via, self.granted);
+        }
         result
     }
 
+    /// True once the lease was declared lost. Without a keeper, the lease is declared lost here
+    /// when its validity has run out.
     fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
+        if self.lost.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.kept {
+            return false;
+        }
+        let expired = {
+            let state = lock(&self.state);
+            !state.released && Instant::now() >= state.valid_until
+        };
+        if expired {
+            self.declare_lost();
+        }
+        expired
     }
 
     fn is_released(&self) -> bool {
         lock(&self.state).released
     }
 
-    /// Marks the lease lost; the first call runs `on_lost` and wakes `lost()` futures.
+    /// Marks the lease lost; the first call wakes `lost()` futures, then runs `on_lost` (a
+    /// panic in it is caught: it cannot stop the wake-up or the keeper).
     fn declare_lost(&self) {
         if self.lost.swap(true, Ordering::SeqCst) {
             return;
         }
-        observe::lost(&self.key, self.backend.name(), self.token());
-        if let Some(on_lost) = &self.on_lost {
-            on_lost(&self.info());
-        }
         self.changed.notify_waiters();
+        observe::lost(&self.key, self.backend_name(), self.token());
+        if let Some(on_lost) = &self.on_lost {
+            let info = self.info();
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| on_lost(&info)));
+        }
     }
 
+    /// Records a confirmed grant or extension request sent at `sent` with `ttl`, and wakes the
+    /// keeper and `lost()` futures so they plan from it.
     fn confirm(&self, sent: Instant, ttl: Duration) {
         {
             let mut state = lock(&self.state);
@@ -171,6 +265,7 @@ impl Held {
             state.valid_until = valid_until(sent, ttl);
             state.sent = sent;
         }
+        self.changed.notify_waiters();
     }
 
     /// The lease as inspection shows it, its expiry estimated from the last confirmed request.
@@ -179,14 +274,16 @@ impl Held {
             let state = lock(&self.state);
             (state.sent, state.ttl)
         };
-        let remaining = (sent + ttl).saturating_duration_since(Instant::now());
+        let remaining = later(sent, ttl).saturating_duration_since(Instant::now());
         LockInfo::new(
             &self.key,
             &*self.grant.owner,
             self.grant.token,
             self.grant.mode,
             self.grant.permits,
-            SystemTime::now() + remaining,
+            SystemTime::now()
+                .checked_add(remaining)
+                .unwrap_or_else(SystemTime::now),
             (*self.grant.metadata).clone(),
         )
     }
@@ -212,9 +309,9 @@ impl Held {
             // The keeper never runs after this: renewal stops before the release is sent.
             let _ = keeper.await;
         }
-        self.live.remove(self.lease);
+        self.home.live.remove(self.lease);
         let result = self.release_once(via).await;
-        if self.is_lost() {
+        if self.lost.load(Ordering::SeqCst) {
             return Err(Error::Lost {
                 name: self.key.name().to_owned(),
             });
@@ -222,45 +319,101 @@ impl Held {
         result
     }
 
-    /// Releases unless already released, from [`Locker::close`](crate::Locker::close).
-    pub(crate) async fn close(self: Arc<Self>) {
-        if self.mark_released() {
-            let _ = self.release_now(ReleaseVia::Close).await;
+    /// Releases from a task on the guard's runtime, after the (aborted) keeper has stopped.
+    fn release_in_background(self: Arc<Self>, keeper: Option<JoinHandle<()>>, via: ReleaseVia) {
+        let runtime = self.home.runtime.clone();
+        let live = Arc::clone(&self.home.live);
+        let task = runtime.spawn(async move {
+            if let Some(keeper) = keeper {
+                let _ = keeper.await;
+            }
+            let _ = self.release_once(via).await;
+        });
+        live.add_releasing(task);
+    }
+
+    /// Releases unless already released, from [`Locker::close`](crate::Locker::close): true
+    /// unless the backend failed (a lease that had expired counts as released).
+    pub(crate) async fn close(self: Arc<Self>) -> bool {
+        if !self.mark_released() {
+            return true;
+        }
+        match self.release_now(ReleaseVia::Close).await {
+            Ok(()) | Err(Error::NotHeld { .. } | Error::Lost { .. }) => true,
+            Err(_) => false,
         }
     }
 }
 
-/// Extends the lease every `interval`, retrying transient errors while the lease is certainly
+/// Extends the lease every interval, retrying transient errors while the lease is certainly
 /// still valid, and declares it lost at the first definite loss or when no extension could be
-/// confirmed before [`valid_until`].
+/// confirmed before [`valid_until`]. It sleeps until the earlier of the next extension and that
+/// deadline, and re-plans whenever the lease is confirmed (a manual extension may change the
+/// TTL).
 async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
     loop {
-        tokio::time::sleep(keep_alive.interval).await;
-        let mut delays = Delays::new(keep_alive.retry);
-        loop {
-            let (ttl, deadline) = {
-                let state = lock(&held.state);
-                (state.ttl, state.valid_until)
-            };
-            let sent = Instant::now();
-            if sent >= deadline {
-                held.declare_lost();
-                return;
+        let changed = held.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if held.is_released() || held.lost.load(Ordering::SeqCst) {
+            return;
+        }
+        let wake = {
+            let state = lock(&held.state);
+            later(state.sent, keep_alive.interval(state.ttl)).min(state.valid_until)
+        };
+        tokio::select! {
+            () = &mut changed => continue,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if !renew(&held, &keep_alive).await {
+            return;
+        }
+    }
+}
+
+/// One due extension, retried inside the validity window; false when the keeper must stop
+/// (the lease was lost or released).
+async fn renew(held: &Held, keep_alive: &KeepAlive) -> bool {
+    let mut delays = Delays::new(keep_alive.retry);
+    loop {
+        let turn = held.extending.lock().await;
+        if held.is_released() {
+            return false;
+        }
+        let (ttl, deadline, due) = {
+            let state = lock(&held.state);
+            let due = later(state.sent, keep_alive.interval(state.ttl));
+            (state.ttl, state.valid_until, due)
+        };
+        let sent = Instant::now();
+        if sent >= deadline {
+            held.declare_lost();
+            return false;
+        }
+        if sent < due {
+            // A manual extension was confirmed meanwhile: plan from it.
+            return true;
+        }
+        let bound = deadline.min(later(sent, held.home.request_timeout));
+        let outcome = tokio::time::timeout_at(bound, held.extend_once(ttl)).await;
+        drop(turn);
+        match outcome {
+            Ok(Ok(())) => {
+                held.confirm(sent, ttl);
+                return true;
             }
-            match tokio::time::timeout_at(deadline, held.extend_once(ttl)).await {
-                Ok(Ok(())) => {
-                    held.confirm(sent, ttl);
-                    break;
-                }
-                Ok(Err(Error::ProviderUnavailable { .. })) => {
-                    let pause = delays.next_delay();
-                    tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
-                }
-                // Expired, NotHeld: the lease is gone. A timeout: it may be gone.
-                Ok(Err(_)) | Err(_) => {
+            // Transient: retry while the lease is certainly valid.
+            Ok(Err(Error::ProviderUnavailable { .. })) | Err(_) if Instant::now() < deadline => {
+                let pause = later(Instant::now(), delays.next_delay());
+                tokio::time::sleep_until(deadline.min(pause)).await;
+            }
+            // Expired, NotHeld: the lease is gone. Out of time: it may be gone.
+            Ok(Err(_)) | Err(_) => {
+                if !held.is_released() {
                     held.declare_lost();
-                    return;
                 }
+                return false;
             }
         }
     }
@@ -268,15 +421,30 @@ async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
 
 /// A held lock: a mutex, a read or write lock, or a set of semaphore permits.
 ///
-/// The guard is owned, `'static` and `Send`: move it into a task freely. Release it with
-/// [`release`](Guard::release), which reports the outcome. Dropping a guard without releasing
-/// it releases the lease **in the background** (not immediately) when a tokio runtime is
-/// available; the lease's TTL is always the backstop.
+/// The guard is owned, `'static` and `Send`: move it into a task or a thread freely. Release
+/// it with [`release`](Guard::release), which reports the outcome.
 ///
-/// With auto-extension on, a keeper task extends the lease until it is released, and declares
-/// it *lost* at the first definite loss (the backend no longer has it) or when it could not
-/// confirm an extension before the backend could have expired it. Then the `on_lost` callback
-/// runs once, [`lost`](Guard::lost) completes, [`is_lost`](Guard::is_lost) is true, and
+/// # Dropping
+///
+/// Dropping a guard without releasing it releases the lease **in the background**, on the
+/// tokio runtime the guard was made on, from whatever thread drops it, as long as that runtime
+/// runs. A task spawned while a runtime shuts down never runs: a program about to end (the end
+/// of `main`, of a `current_thread` runtime's `block_on`, of a `#[tokio::test]`) should call
+/// [`release().await`](Guard::release) or [`Locker::close().await`](crate::Locker::close)
+/// first, or the lock stays held until its TTL runs out. The TTL is always the backstop for a
+/// process that dies.
+///
+/// A guard that is never dropped (leaked with [`std::mem::forget`], or kept in a leaked `Arc`)
+/// keeps its lock: with auto-extension on, for as long as the process lives.
+///
+/// # Lost
+///
+/// A guard is *lost* once it may no longer be valid. With auto-extension on, a keeper task
+/// extends the lease until it is released and declares it lost at the first definite loss (the
+/// backend no longer has it) or when it could not confirm an extension before the backend
+/// could have expired it. Without auto-extension, it is lost when that moment passes without a
+/// confirmed [`extend`](Guard::extend). Then the `on_lost` callback runs once,
+/// [`lost`](Guard::lost) completes, [`is_lost`](Guard::is_lost) is true, and
 /// [`extend`](Guard::extend) and [`release`](Guard::release) return [`Error::Lost`].
 ///
 /// ```
@@ -298,9 +466,12 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// A guard for a grant whose request was sent at `sent`. Checks the locker is still open
+    /// after registering the guard, so [`Locker::close`](crate::Locker::close) either releases
+    /// it or makes this fail.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        backend: Arc<dyn DynBackend>,
+        home: Home,
         key: LockKey,
         lease: LeaseId,
         grant: Grant,
@@ -308,10 +479,10 @@ impl Guard {
         sent: Instant,
         on_lost: Option<OnLost>,
         keep_alive: Option<KeepAlive>,
-        live: Arc<Live>,
-    ) -> Self {
+    ) -> Result<Self> {
+        let kept = keep_alive.is_some();
         let held = Arc::new(Held {
-            backend,
+            home,
             key,
             lease,
             grant,
@@ -322,18 +493,32 @@ impl Guard {
                 released: false,
             }),
             lost: AtomicBool::new(false),
+            kept,
             changed: Notify::new(),
-            on_lost,
+            extending: tokio::sync::Mutex::new(()),
             keeper: StdMutex::new(None),
-            live,
-            granted: sent,
+            on_lost,
+            counted: AtomicBool::new(false),
+            granted: Instant::now(),
         });
-        held.live.insert(&held);
+        held.home.live.insert(&held);
+        let guard = Guard { held };
+        if guard.held.home.live.is_closed() {
+            drop(guard);
+            return Err(Error::Closed);
+        }
+        let held = &guard.held;
+        let runtime = &held.home.runtime;
         if let Some(keep_alive) = keep_alive {
-            let task = tokio::spawn(keep(Arc::clone(&held), keep_alive));
+            let task = runtime.spawn(keep(Arc::clone(held), keep_alive));
+            *lock(&held.keeper) = Some(task);
+        } else if held.on_lost.is_some() {
+            // Nothing extends the lease: run `on_lost` when its validity runs out.
+            let lost = guard.lost();
+            let task = runtime.spawn(lost);
             *lock(&held.keeper) = Some(task);
         }
-        Guard { held }
+        Ok(guard)
     }
 
     /// The lease's fencing token.
@@ -362,58 +547,85 @@ impl Guard {
         self.held.lease
     }
 
+    /// The moment until which the lease is certainly valid on the backend, by this process's
+    /// clock: `sent + ttl * (1 - drift) - margin` of the last confirmed grant or extension.
+    pub fn valid_until(&self) -> Instant {
+        lock(&self.held.state).valid_until
+    }
+
     /// Extends the lease to `ttl` from now (by the backend's clock), keeping its token. Later
-    /// automatic extensions use this `ttl` too.
+    /// automatic extensions use this `ttl` too, and the keeper re-plans at once: it extends at
+    /// most a third of the new TTL later.
+    ///
+    /// Extensions of one guard never overlap: this waits for an automatic extension in flight.
+    /// The whole call is bounded by the locker's
+    /// [request timeout](crate::LockerBuilder::request_timeout).
     ///
     /// # Errors
     ///
     /// - [`Error::Expired`] if the lease had expired or was force-released: it is not re-created,
     ///   and the guard is declared lost.
     /// - [`Error::Lost`] if the guard was declared lost before.
-    /// - [`Error::InvalidArgument`] if `ttl` is zero.
-    /// - [`Error::ProviderUnavailable`] if the backend failed; the lease may still be valid.
+    /// - [`Error::InvalidArgument`] if `ttl` is zero or above [`MAX_TTL`](crate::MAX_TTL);
+    ///   nothing is sent.
+    /// - [`Error::ProviderUnavailable`] if the backend failed or did not answer within the
+    ///   request timeout; the lease keeps its previous expiry (or the new one, if the backend
+    ///   applied the extension but its answer was lost).
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if cancelled, the extension may or may not have been applied, and the lease
     /// keeps at least its previous expiry.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
-        if ttl.is_zero() {
-            return Err(Error::invalid_argument("ttl must be > 0"));
-        }
+        check_ttl("ttl", ttl)?;
+        let held = &self.held;
         let name = || self.name().to_owned();
-        if self.is_lost() {
+        if held.is_lost() {
             return Err(Error::Lost { name: name() });
         }
-        let sent = Instant::now();
-        match self.held.extend_once(ttl).await {
-            Ok(()) => {
-                self.held.confirm(sent, ttl);
-                Ok(())
+        let timeout = held.home.request_timeout;
+        let extension = async {
+            let _turn = held.extending.lock().await;
+            if held.is_lost() {
+                return Err(Error::Lost { name: name() });
             }
-            Err(Error::Expired { .. } | Error::NotHeld { .. }) => {
-                self.held.declare_lost();
-                Err(Error::Expired { name: name() })
+            let sent = Instant::now();
+            match held.extend_once(ttl).await {
+                Ok(()) => {
+                    held.confirm(sent, ttl);
+                    Ok(())
+                }
+                Err(Error::Expired { .. } | Error::NotHeld { .. }) => {
+                    held.declare_lost();
+                    Err(Error::Expired { name: name() })
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
+        };
+        match tokio::time::timeout(timeout, extension).await {
+            Ok(result) => result,
+            Err(_) => Err(no_reply(held.backend_name(), "extend", timeout)),
         }
     }
 
     /// Releases the lease: stops auto-extension first, then deletes the lease on the backend
-    /// (compared by lease id, so a new holder is never disturbed).
+    /// (compared by lease id, so a new holder is never disturbed). Bounded by the locker's
+    /// [request timeout](crate::LockerBuilder::request_timeout).
     ///
     /// # Errors
     ///
     /// - [`Error::NotHeld`] if the lease had expired or was force-released.
     /// - [`Error::Lost`] if the guard had been declared lost (the release is still sent).
-    /// - [`Error::ProviderUnavailable`] if the backend failed; the lease then expires after its
-    ///   TTL.
+    /// - [`Error::ProviderUnavailable`] if the backend failed or did not answer within the
+    ///   request timeout; the lease then expires after its TTL.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if this future is dropped before the release completed, the release is sent
     /// again from a task of its own.
     pub async fn release(self) -> Result<()> {
+        // Without a keeper, a lease past its validity is declared lost now.
+        self.held.is_lost();
         self.held.mark_released();
         let mut unfinished = FinishOnDrop(Some(Arc::clone(&self.held)));
         let result = Arc::clone(&self.held)
@@ -424,12 +636,13 @@ impl Guard {
     }
 
     /// Completes when the guard is declared lost (or once it has been released or dropped:
-    /// nothing is held any more). The future is `'static`: spawn it or `select!` on it next to
+    /// nothing is held any more). Without auto-extension that is at the latest when the
+    /// lease's validity runs out. The future is `'static`: spawn it or `select!` on it next to
     /// the work the lock protects.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: it only observes a flag.
+    /// Cancel safe: it only observes the guard's state.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let held = Arc::clone(&self.held);
         async move {
@@ -440,12 +653,21 @@ impl Guard {
                 if held.is_lost() || held.is_released() {
                     return;
                 }
-                changed.await;
+                if held.kept {
+                    changed.await;
+                } else {
+                    let until = lock(&held.state).valid_until;
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep_until(until) => {}
+                    }
+                }
             }
         }
     }
 
-    /// True once the guard was declared lost.
+    /// True once the guard was declared lost (without auto-extension: once its validity ran
+    /// out).
     pub fn is_lost(&self) -> bool {
         self.held.is_lost()
     }
@@ -456,13 +678,9 @@ struct FinishOnDrop(Option<Arc<Held>>);
 
 impl Drop for FinishOnDrop {
     fn drop(&mut self) {
-        if let Some(held) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            held.abort_keeper();
-            runtime.spawn(async move {
-                let _ = held.release_once(ReleaseVia::Explicit).await;
-            });
+        if let Some(held) = self.0.take() {
+            let keeper = held.abort_keeper();
+            held.release_in_background(keeper, ReleaseVia::Explicit);
         }
     }
 }
@@ -472,14 +690,9 @@ impl Drop for Guard {
         if !self.held.mark_released() {
             return;
         }
-        self.held.abort_keeper();
-        self.held.live.remove(self.held.lease);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let held = Arc::clone(&self.held);
-            runtime.spawn(async move {
-                let _ = held.release_once(ReleaseVia::Drop).await;
-            });
-        }
+        let keeper = self.held.abort_keeper();
+        self.held.home.live.remove(self.held.lease);
+        Arc::clone(&self.held).release_in_background(keeper, ReleaseVia::Drop);
     }
 }
 

@@ -22,13 +22,14 @@ pub mod redact;
 mod retry;
 mod rwlock;
 mod semaphore;
+mod time;
 mod token;
 
 pub use backend::{AcquireRequest, Acquired, Backend, BoxFuture, DynBackend, Subscription};
 pub use error::{BoxError, Error, Result};
 pub use guard::{CLOCK_DRIFT, Guard, valid_until};
 pub use info::{LockInfo, LockKey, LockKind, MAX_NAME_LEN, Metadata, Mode, validate_name};
-pub use locker::{Locker, LockerBuilder};
+pub use locker::{CloseReport, DEFAULT_REQUEST_TIMEOUT, Locker, LockerBuilder};
 pub use mutex::Mutex;
 pub use notify::Notifier;
 pub use options::{DEFAULT_TTL, LockOptions, MAX_TTL, OnLost, RetryPolicy, check_ttl};

@@ -3,12 +3,32 @@
 use crate::acquire::{HandleCore, Shared};
 use crate::backend::{Backend, DynBackend};
 use crate::guard::Live;
+use crate::time::no_reply;
 use crate::{
     DEFAULT_TTL, Error, LockInfo, LockOptions, Mutex, Result, RetryPolicy, RwMutex, Semaphore,
-    validate_name,
+    check_ttl, validate_name,
 };
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The default bound of one call to the backend that is not a wait: an attempt to acquire, a
+/// release, an extension, an inspection: 5 seconds.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest request timeout accepted: one hour.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// What [`Locker::close`] did with the leases the locker held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Leases released (or found already gone).
+    pub released: usize,
+    /// Leases whose release failed or got no answer within the request timeout: they stay
+    /// held until their TTL runs out.
+    pub not_released: usize,
+}
 
 /// Makes lock handles on one backend, with the defaults they share: owner id, TTL,
 /// auto-extension period and retry policy.
@@ -60,6 +80,7 @@ impl Locker {
             default_ttl: DEFAULT_TTL,
             extend_interval: None,
             retry: RetryPolicy::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 
@@ -86,6 +107,21 @@ impl Locker {
     /// The default retry policy of this locker's handles.
     pub fn retry_policy(&self) -> RetryPolicy {
         self.shared.retry
+    }
+
+    /// The bound of each call to the backend that is not a wait; see
+    /// [`LockerBuilder::request_timeout`].
+    pub fn request_timeout(&self) -> Duration {
+        self.shared.request_timeout
+    }
+
+    /// Runs a backend call under the request timeout.
+    async fn bounded<T>(&self, call: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let timeout = self.shared.request_timeout;
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(no_reply(self.shared.backend.name(), call, timeout)),
+        }
     }
 
     /// A handle on the mutex `name`, with the locker's defaults. Name rules (non-empty, at most
@@ -140,14 +176,16 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name; [`Error::ProviderUnavailable`].
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::ProviderUnavailable`] when the
+    /// backend fails or does not answer within the request timeout.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
     pub async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
         validate_name(name)?;
-        self.shared.backend.inspect_dyn(name).await
+        self.bounded("inspect", self.shared.backend.inspect_dyn(name))
+            .await
     }
 
     /// Administrative: deletes every lease and waiting claim of every lock named `name`, and
@@ -157,28 +195,54 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a bad name; [`Error::ProviderUnavailable`].
+    /// [`Error::InvalidArgument`] for a bad name; [`Error::ProviderUnavailable`] when the
+    /// backend fails or does not answer within the request timeout.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: if cancelled, the leases may or may not have been deleted.
     pub async fn force_release(&self, name: &str) -> Result<usize> {
         validate_name(name)?;
-        self.shared.backend.force_release_dyn(name).await
+        self.bounded("force_release", self.shared.backend.force_release_dyn(name))
+            .await
     }
 
-    /// Stops every auto-extension of this locker (and its clones), releases every lease they
-    /// hold, then closes the backend's connections. Guards released here report
-    /// [`Error::NotHeld`] if released again.
+    /// Closes the locker (and its clones): from now on acquisitions fail with
+    /// [`Error::Closed`] (one in flight is released when granted); every auto-extension stops;
+    /// every lease the locker holds is released, concurrently; the background releases of
+    /// guards dropped earlier are awaited; then the backend's connections are closed. Returns within about twice the [request
+    /// timeout](LockerBuilder::request_timeout), and reports how many leases could not be
+    /// released (they expire after their TTL). Guards released here report [`Error::NotHeld`]
+    /// if released again.
+    ///
+    /// This is how a short-lived program (a CLI, a cron job, the end of `main`) makes sure it
+    /// leaves no lock held for a TTL: a guard dropped while the runtime shuts down is released
+    /// in a task that never runs.
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: if cancelled, some leases may be left to expire after their TTL.
-    pub async fn close(&self) {
-        for held in self.shared.live.drain() {
-            held.close().await;
+    /// Not cancel safe: if cancelled, the releases already started still run in the background,
+    /// and the backend may be left open.
+    pub async fn close(&self) -> CloseReport {
+        let mut releases = tokio::task::JoinSet::new();
+        for held in self.shared.live.close() {
+            releases.spawn(held.close());
         }
-        self.shared.backend.close_dyn().await;
+        let mut report = CloseReport::default();
+        while let Some(done) = releases.join_next().await {
+            match done {
+                Ok(true) => report.released += 1,
+                Ok(false) | Err(_) => report.not_released += 1,
+            }
+        }
+        // Guards dropped before: their releases run in the background, each bounded by the
+        // request timeout. Wait for them, so the backend is not closed under them.
+        for task in self.shared.live.take_releasing() {
+            let _ = task.await;
+        }
+        let _ = tokio::time::timeout(self.shared.request_timeout, self.shared.backend.close_dyn())
+            .await;
+        report
     }
 }
 
@@ -190,6 +254,7 @@ impl std::fmt::Debug for Locker {
             .field("default_ttl", &self.shared.default_ttl)
             .field("extend_interval", &self.shared.extend_interval)
             .field("retry", &self.shared.retry)
+            .field("request_timeout", &self.shared.request_timeout)
             .finish()
     }
 }
@@ -202,6 +267,7 @@ pub struct LockerBuilder {
     default_ttl: Duration,
     extend_interval: Option<Duration>,
     retry: RetryPolicy,
+    request_timeout: Duration,
 }
 
 impl LockerBuilder {
@@ -230,15 +296,31 @@ impl LockerBuilder {
         self
     }
 
+    /// Sets the bound of each call to the backend that is not a wait (default
+    /// [`DEFAULT_REQUEST_TIMEOUT`], 5 s; at most an hour): one attempt to acquire, a
+    /// subscription, a release, a manual extension, an inspection, a force-release. A call
+    /// without an answer by then fails with [`Error::ProviderUnavailable`]; inside a blocking
+    /// acquisition it counts as one failed round trip. Automatic extensions are bounded by it
+    /// too, and by the lease's validity.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
     /// Builds the locker.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a zero TTL or extend interval, an empty owner, or a bad
-    /// retry policy.
+    /// [`Error::InvalidArgument`] for a zero TTL or one above [`MAX_TTL`](crate::MAX_TTL), a
+    /// zero extend interval, a request timeout that is zero or above an hour, an empty owner,
+    /// or a bad retry policy.
     pub fn build(self) -> Result<Locker> {
-        if self.default_ttl.is_zero() {
-            return Err(Error::invalid_argument("default ttl must be > 0"));
+        check_ttl("default ttl", self.default_ttl)?;
+        if self.request_timeout.is_zero() || self.request_timeout > MAX_REQUEST_TIMEOUT {
+            return Err(Error::invalid_argument(format!(
+                "request timeout {:?} is out of range: it must be > 0 and at most {:?}",
+                self.request_timeout, MAX_REQUEST_TIMEOUT
+            )));
         }
         if self.extend_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::invalid_argument("extend interval must be > 0"));
@@ -259,6 +341,7 @@ impl LockerBuilder {
                 default_ttl: self.default_ttl,
                 extend_interval: self.extend_interval,
                 retry: self.retry,
+                request_timeout: self.request_timeout,
                 live: Arc::new(Live::default()),
             }),
         })

@@ -43,13 +43,26 @@ handle_options!(Mutex);
 impl Mutex {
     /// Waits until the lock is granted, woken by the backend's change signals.
     ///
+    /// Returns within the [`lock_timeout`](Mutex::lock_timeout) plus a small slack (at most
+    /// 250 ms of scheduling) even when the backend hangs; `lock_timeout(Duration::ZERO)` makes
+    /// one attempt and `lock_timeout(Duration::MAX)` (like none) waits until granted. A grant
+    /// whose answer arrives after its validity is given back, and the wait goes on. The future
+    /// borrows the handle: clone the handle (cheap) to move a wait into a task.
+    ///
+    /// Locking a mutex the same locker already holds waits for it (locks are not reentrant).
+    ///
     /// # Errors
     ///
     /// - [`Error::NotAcquired`](crate::Error::NotAcquired) past the
     ///   [`lock_timeout`](Mutex::lock_timeout).
-    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name or TTL.
+    /// - [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a bad name, a TTL of zero
+    ///   or above [`MAX_TTL`](crate::MAX_TTL), an extend interval not below the lease's
+    ///   validity, or a bad retry policy; checked before anything is sent.
     /// - [`Error::ProviderUnavailable`](crate::Error::ProviderUnavailable) after the retry
-    ///   policy's `max_attempts` consecutive backend failures.
+    ///   policy's `max_attempts` consecutive failed round trips (a round trip without an answer
+    ///   within the locker's request timeout counts as failed).
+    /// - [`Error::Closed`](crate::Error::Closed) once the locker was closed.
+    /// - [`Error::Unsupported`](crate::Error::Unsupported) outside a tokio runtime.
     ///
     /// # Cancel safety
     ///
@@ -64,11 +77,15 @@ impl Mutex {
             .expect("a waiting acquisition only returns when granted"))
     }
 
-    /// Makes one attempt: `Ok(None)` when the lock is held by someone else.
+    /// Makes exactly one attempt, one round trip bounded by the locker's request timeout:
+    /// `Ok(None)` when the lock is held (or the grant arrived too late to be valid). The
+    /// [`lock_timeout`](Mutex::lock_timeout) and the retry policy do not apply.
     ///
     /// # Errors
     ///
-    /// As [`lock`](Mutex::lock), except `NotAcquired`.
+    /// As [`lock`](Mutex::lock), except `NotAcquired`: a failed round trip is
+    /// [`Error::ProviderUnavailable`](crate::Error::ProviderUnavailable) at once (a grant the
+    /// backend may have applied is released in the background).
     ///
     /// # Cancel safety
     ///

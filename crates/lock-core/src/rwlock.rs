@@ -12,6 +12,11 @@ use crate::{Guard, LockKind, Mode, Result};
 /// while waiting blocks readers for at most a few seconds. Each reader's lease expires on its
 /// own. Readers and writers share one fencing-token sequence.
 ///
+/// There are no upgrades: a `write()` while holding a `read()` of the same lock, or a second
+/// `read()` while a writer waits, waits for itself — a deadlock until the held lease's TTL runs
+/// out (for ever with auto-extension), and since writers are preferred it blocks every new
+/// reader too. Release the read lease first.
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> lock_core::Result<()> {

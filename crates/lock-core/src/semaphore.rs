@@ -64,7 +64,8 @@ impl Semaphore {
         })
     }
 
-    /// Waits for `n` permits.
+    /// Waits for `n` permits. A holder asking for more permits of the same semaphore waits
+    /// for itself (a deadlock until its TTL runs out): release first.
     ///
     /// # Errors
     ///
@@ -90,7 +91,8 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// As [`acquire`](Semaphore::acquire), except `NotAcquired`.
+    /// As [`acquire`](Semaphore::acquire), except `NotAcquired`: like
+    /// [`Mutex::try_lock`](crate::Mutex::try_lock), exactly one round trip.
     ///
     /// # Cancel safety
     ///
@@ -100,7 +102,10 @@ impl Semaphore {
         self.core.acquire(want, false).await
     }
 
-    /// The limit minus the permits held by unexpired leases.
+    /// This handle's limit minus the permits held by unexpired leases. Inspection does not
+    /// return the stored limit: a handle whose limit differs from the stored one gets a number
+    /// computed from its own limit (the mismatch is reported by [`acquire`](Semaphore::acquire)).
+    /// Bounded by the locker's request timeout.
     ///
     /// # Errors
     ///
@@ -111,12 +116,11 @@ impl Semaphore {
     /// Cancel safe: it only reads.
     pub async fn available(&self) -> Result<u32> {
         crate::validate_name(&self.core.name)?;
-        let holders = self
-            .core
-            .shared
-            .backend
-            .inspect_dyn(&self.core.name)
-            .await?;
+        let timeout = self.core.shared.request_timeout;
+        let backend = &self.core.shared.backend;
+        let holders = tokio::time::timeout(timeout, backend.inspect_dyn(&self.core.name))
+            .await
+            .map_err(|_| crate::time::no_reply(backend.name(), "inspect", timeout))??;
         let held: u64 = holders
             .iter()
             .filter(|info| info.kind == LockKind::Semaphore)

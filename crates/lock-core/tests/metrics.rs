@@ -211,3 +211,27 @@ fn metrics_are_described_and_carry_no_lock_names() {
         assert!(described, "{} has no description", key.name());
     }
 }
+
+/// Review finding 15: a lease released twice (by `close`, then by its guard) is counted once.
+#[test]
+fn a_lease_released_twice_is_counted_once() {
+    let snap = record(|| async {
+        let locker = Locker::with_backend(Memory::new());
+        let guard = locker.mutex("m").lock().await.unwrap();
+        locker.close().await;
+        assert!(matches!(guard.release().await, Err(Error::NotHeld { .. })));
+    });
+    let total: u64 = ["explicit", "drop", "close"]
+        .iter()
+        .map(|via| {
+            counter(
+                &snap,
+                "lock_release_total",
+                &[("backend", "memory"), ("via", via)],
+            )
+        })
+        .sum();
+    assert_eq!(total, 1);
+    let kind = [("backend", "memory"), ("kind", "mutex")];
+    assert_eq!(samples(&snap, "lock_held_duration_seconds", &kind), 1);
+}

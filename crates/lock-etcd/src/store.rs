@@ -79,7 +79,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // Saturated: a configured timeout of any size never panics (100 years is "never").
+    let deadline =
+        tokio::time::Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 60 * 60));
     let pause = Duration::from_millis(50);
     loop {
         match tokio::time::timeout_at(deadline, send()).await {

@@ -81,6 +81,13 @@ impl Entry {
     }
 }
 
+/// `now + d`, saturated far in the future: a huge TTL given to the backend directly (the
+/// lock handles reject TTLs above `MAX_TTL` first) never panics while the state is locked.
+fn after(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    now.checked_add(d.min(FAR)).unwrap_or(now)
+}
+
 impl Memory {
     /// An empty store.
     pub fn new() -> Self {
@@ -161,7 +168,7 @@ fn try_acquire(
             mode: request.mode,
             permits: request.permits,
             token,
-            expires: now + request.ttl,
+            expires: after(now, request.ttl),
             metadata: Arc::clone(&request.metadata),
         });
         return Ok(Acquired::Granted { token });
@@ -174,7 +181,7 @@ fn try_acquire(
         .chain(ahead.map(|c| c.expires))
         .min();
     if let Some(claim_ttl) = request.claim {
-        let expires = now + claim_ttl;
+        let expires = after(now, claim_ttl);
         match entry.claims.iter_mut().find(|c| c.id == request.lease_id) {
             Some(claim) => claim.expires = expires,
             None => {
@@ -233,7 +240,7 @@ impl Backend for Memory {
         self.with_entry(key, 1, |_, entry, now| {
             let result = match entry.leases.iter_mut().find(|l| l.id == lease) {
                 Some(l) => {
-                    l.expires = now + ttl;
+                    l.expires = after(now, ttl);
                     Ok(())
                 }
                 None => Err(Error::Expired {

@@ -617,7 +617,7 @@ fn parse_lease(keys: &[LockKey], item: &[String], now: SystemTime) -> Option<Loc
         token,
         mode,
         permits,
-        now + left,
+        now.checked_add(left)?,
         metadata,
     ))
 }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+pub use crate::timing::*;
+
 /// The TTL of leases that tests let expire.
 const SHORT_TTL: Duration = Duration::from_secs(1);
 /// How long a test waits for an expiry or a background clean-up before it fails.
@@ -189,7 +191,8 @@ pub async fn extend_keeps_token_and_moves_expiry(env: &TestEnv) {
     guard.release().await.unwrap();
 }
 
-/// Extending an expired lease is `Expired` and never re-creates it.
+/// Extending an expired lease is `Expired` on the backend and never re-creates it; the guard,
+/// past its validity, reports `Lost` without sending anything.
 pub async fn extend_after_expiry_is_expired(env: &TestEnv) {
     let name = env.name("m");
     let guard = env.a.mutex(&name).ttl(SHORT_TTL).lock().await.unwrap();
@@ -200,11 +203,21 @@ pub async fn extend_after_expiry_is_expired(env: &TestEnv) {
         .lock()
         .await
         .unwrap();
-    match guard.extend(ms(5000)).await {
+    let key = lock_core::LockKey::new(&name, LockKind::Mutex).unwrap();
+    match env
+        .a
+        .backend()
+        .extend_dyn(&key, guard.lease_id(), ms(5000))
+        .await
+    {
         Err(Error::Expired { .. }) => {}
         other => panic!("extend after expiry must be Expired, got {other:?}"),
     }
-    assert!(guard.is_lost(), "a failed extend marks the guard lost");
+    match guard.extend(ms(5000)).await {
+        Err(Error::Lost { .. }) => {}
+        other => panic!("a guard past its validity must report Lost, got {other:?}"),
+    }
+    assert!(guard.is_lost(), "a guard past its validity is lost");
     let holders = env.a.inspect(&name).await.unwrap();
     assert_eq!(holders.len(), 1);
     assert_eq!(
@@ -227,10 +240,12 @@ pub async fn leaked_guard_expires_after_ttl(env: &TestEnv) {
     );
 }
 
-/// A release that arrives after expiry is `NotHeld` and leaves the new holder alone.
+/// A release that arrives after expiry leaves the new holder alone: the backend answers
+/// `NotHeld`, the guard (past its validity) `Lost`.
 pub async fn late_release_does_not_disturb_new_holder(env: &TestEnv) {
     let name = env.name("m");
     let stale = env.a.mutex(&name).ttl(SHORT_TTL).lock().await.unwrap();
+    let stale_lease = stale.lease_id();
     let fresh = env
         .b
         .mutex(&name)
@@ -238,7 +253,14 @@ pub async fn late_release_does_not_disturb_new_holder(env: &TestEnv) {
         .lock()
         .await
         .unwrap();
+    // The guard is past its validity: Lost, and the release is still sent.
     match stale.release().await {
+        Err(Error::Lost { .. }) => {}
+        other => panic!("a release past the validity must be Lost, got {other:?}"),
+    }
+    // The backend itself answers NotHeld.
+    let key = lock_core::LockKey::new(&name, LockKind::Mutex).unwrap();
+    match env.a.backend().release_dyn(&key, stale_lease).await {
         Err(Error::NotHeld { .. }) => {}
         other => panic!("late release must be NotHeld, got {other:?}"),
     }

@@ -2,6 +2,8 @@
 //!
 //! - [`conformance`]: one `pub async fn` per property of the semantics (DESIGN.md §4), and the
 //!   [`conformance_tests!`] macro that expands to one named `#[tokio::test]` each.
+//! - [`faults`]: timing faults on top of a real backend (slow calls and replies, hangs, errors
+//!   before or after the operation was applied), used by the timing properties of the suite.
 //! - [`safety`]: the fenced-register safety checker.
 //! - [`harness`]: the per-test environment (two lockers on one store, unique lock names) and
 //!   the rule for missing servers (`LOCK_TEST_REQUIRE_SERVERS=1` makes them a failure).
@@ -9,10 +11,12 @@
 //!   processes a test can kill, pause (SIGSTOP), resume and restart.
 
 pub mod conformance;
+pub mod faults;
 pub mod harness;
 pub mod process;
 pub mod proxy;
 pub mod safety;
+mod timing;
 
 pub use harness::{TestEnv, eventually, require_servers};
 pub use process::{ServerProcess, find_program, free_port, wait_for_port};
@@ -76,7 +80,17 @@ macro_rules! conformance_tests {
             long_name_rejected,
             odd_names_work,
             kinds_do_not_interfere,
-            safety_checker_finds_no_overlap
+            safety_checker_finds_no_overlap,
+            late_grant_is_not_a_valid_guard,
+            lock_timeout_bounds_hung_calls,
+            try_lock_is_one_round_trip,
+            shorter_extend_replans_keeper,
+            applied_then_cancelled_leaves_nothing,
+            hung_release_and_extend_are_bounded,
+            dropped_guard_released_from_any_thread,
+            zero_lock_timeout_is_one_attempt,
+            durations_checked_before_sending,
+            lost_at_validity_without_auto_extend
         );
     };
     (@each $factory:expr; $($property:ident),* $(,)?) => {
