@@ -397,14 +397,16 @@ async fn renew(held: &Held, keep_alive: &KeepAlive) -> bool {
         }
         let bound = deadline.min(later(sent, held.home.request_timeout));
         let outcome = tokio::time::timeout_at(bound, held.extend_once(ttl)).await;
-        drop(turn);
         match outcome {
             Ok(Ok(())) => {
+                // Confirmed before the turn passes on: a manual extension sent after this one
+                // confirms after it.
                 held.confirm(sent, ttl);
                 return true;
             }
             // Transient: retry while the lease is certainly valid.
             Ok(Err(Error::ProviderUnavailable { .. })) | Err(_) if Instant::now() < deadline => {
+                drop(turn);
                 let pause = later(Instant::now(), delays.next_delay());
                 tokio::time::sleep_until(deadline.min(pause)).await;
             }

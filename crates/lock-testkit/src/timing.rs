@@ -188,14 +188,15 @@ pub async fn shorter_extend_replans_keeper(env: &TestEnv) {
     tokio::time::timeout(short * 2, guard.lost())
         .await
         .expect("not declared lost while every extension hung");
-    assert!(
-        lost_at.lock().unwrap().is_some(),
-        "on_lost did not run before lost() completed"
-    );
     assert_eq!(
         env.b.inspect(&name).await.unwrap().len(),
         1,
         "declared lost only after the backend could have expired the lease"
+    );
+    // `lost()` waiters are woken first, then `on_lost` runs.
+    assert!(
+        eventually(ms(1000), || async { lost_at.lock().unwrap().is_some() }).await,
+        "on_lost did not run"
     );
     faults.clear();
     assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
