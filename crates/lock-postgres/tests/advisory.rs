@@ -67,9 +67,17 @@ async fn colliding_advisory_keys_only_cost_contention() {
         .await
         .expect("a hung holder of a colliding lock blocked forever");
     assert!(started.elapsed() >= Duration::from_millis(500));
+    // The backend no longer has the lease; the guard, past its validity, is lost.
+    let key = LockKey::new(&x, LockKind::Mutex).unwrap();
+    assert!(matches!(
+        a.backend()
+            .extend_dyn(&key, hung.lease_id(), Duration::from_secs(1))
+            .await,
+        Err(lock_core::Error::Expired { .. })
+    ));
     assert!(matches!(
         hung.extend(Duration::from_secs(1)).await,
-        Err(lock_core::Error::Expired { .. })
+        Err(lock_core::Error::Lost { .. })
     ));
     next.release().await.unwrap();
     a.close().await;

@@ -553,9 +553,18 @@ async fn hung_holder_loses_the_lock_after_its_ttl() {
                 "{mode}: the hung holder's session was not ended"
             );
         }
+        // The backend no longer has the lease; the guard, past its validity, is lost.
+        let key = lock_core::LockKey::new(&name, lock_core::LockKind::Mutex).unwrap();
+        assert!(matches!(
+            hung_locker
+                .backend()
+                .extend_dyn(&key, hung.lease_id(), ms(1000))
+                .await,
+            Err(Error::Expired { .. })
+        ));
         assert!(matches!(
             hung.extend(ms(1000)).await,
-            Err(Error::Expired { .. })
+            Err(Error::Lost { .. })
         ));
         assert!(matches!(
             hung.release().await,

@@ -183,7 +183,7 @@ async fn listener_reconnects_and_signals_subscribers() {
 }
 
 /// Owners and metadata of any text (quotes, braces, newlines, colons, non-ASCII) come back
-/// from `inspect` unchanged, and a TTL far beyond what Lua's numbers hold exactly still works.
+/// from `inspect` unchanged, and the longest TTL the handles accept (`MAX_TTL`) works.
 #[tokio::test]
 async fn owner_and_metadata_round_trip_any_text() {
     let Some(servers) = Servers::start(1, &[]).await else {
@@ -194,7 +194,7 @@ async fn owner_and_metadata_round_trip_any_text() {
     let locker = Locker::builder(redis).owner(owner).build().unwrap();
     let guard = locker
         .mutex("text")
-        .ttl(Duration::from_secs(100 * 365 * 24 * 3600))
+        .ttl(lock_core::MAX_TTL)
         .metadata("k:1{", "v\n\"ü\" 2:3")
         .metadata("", "")
         .lock()
