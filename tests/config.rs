@@ -608,6 +608,62 @@ fn passwords_are_hidden_in_debug() {
     assert!(debug.contains("password=***"), "{debug}");
 }
 
+/// Review finding 6: a password in `?pass=` (redis-rs Unix sockets) or holding a raw `,` or
+/// `'` was shown in clear.
+#[test]
+fn odd_passwords_are_hidden_in_debug_and_errors() {
+    let config = load(&[
+        (
+            "LOCK_REDIS_URLS",
+            "redis+unix:///run/redis.sock?db=0&pass=s3cret",
+        ),
+        ("LOCK_POSTGRES_URL", "postgres://app:pa,ss@db:5432/app"),
+        (
+            "LOCK_ETCD_ENDPOINTS",
+            "http://root:it's@e1:2379, root:s3cret@e2:2379",
+        ),
+    ]);
+    let mut in_code = Config::default();
+    in_code.postgres.url = Some("postgres://app:it's@db:5432/app".into());
+    in_code.redis.urls = vec!["redis://app:pa,ss@a:6379".into(), "redis://b".into()];
+    for debug in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{in_code:?}"),
+    ] {
+        for secret in ["s3cret", "pa,ss", "it's"] {
+            assert!(!debug.contains(secret), "{secret}: {debug}");
+        }
+    }
+    assert_mentions(
+        &format!("{config:?}"),
+        &[
+            "redis+unix:///run/redis.sock?db=0&pass=***",
+            "postgres://app:***@db:5432/app",
+            "http://root:***@e1:2379",
+        ],
+    );
+
+    // Errors that quote the values.
+    let message = load_err(&[(
+        "LOCK_REDIS_URLS",
+        "redis+unix:///run/redis.sock?db=0&pass=s3cret,,redis://app:it's@b",
+    )]);
+    assert_mentions(&message, &["LOCK_REDIS_URLS", "empty item", "pass=***"]);
+    assert!(
+        !message.contains("s3cret") && !message.contains("it's"),
+        "{message}"
+    );
+    let mut config = Config::default();
+    config.etcd.endpoints = vec!["http://root:pa,ss@e1:2379".into(), "".into()];
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(
+        &message,
+        &["LOCK_ETCD_ENDPOINTS", "http://root:***@e1:2379"],
+    );
+    assert!(!message.contains("pa,ss"), "{message}");
+}
+
 #[test]
 fn passwords_are_hidden_in_errors() {
     let message = load_err(&[(

@@ -29,7 +29,7 @@
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile};
-use lock_core::redact::{Redacted, redact};
+use lock_core::redact::{Redacted, redact, redact_all};
 use lock_core::{Error, Result, RetryPolicy};
 use serde::Deserialize;
 use std::fmt;
@@ -540,7 +540,7 @@ impl Config {
                 return fail(var, "must not be empty".to_owned());
             }
             if list.iter().any(|item| item.trim().is_empty()) {
-                return fail(var, format!("empty item in {list:?}"));
+                return fail(var, format!("empty item in {:?}", redact_all(list)));
             }
         }
         let urls = self.redis.urls.len();
@@ -803,10 +803,12 @@ impl Loader<'_> {
                     .and_then(|t| t.strip_suffix(']'))
                     .unwrap_or(trimmed);
                 let items = inner.split(',').map(|item| unquote(item.trim())).collect();
-                (s.clone(), items)
+                // Each item redacted on its own: only a lone URL can be redacted exactly.
+                let shown: Vec<String> = s.split(',').map(|p| redact(p).into_owned()).collect();
+                (shown.join(","), items)
             }
             RawValue::Many(items) => (
-                format!("{items:?}"),
+                format!("{:?}", redact_all(&items)),
                 items.iter().map(|item| unquote(item.trim())).collect(),
             ),
         };
