@@ -450,6 +450,71 @@ fn zero_durations() {
     }
 }
 
+/// Review finding 5: `LOCK_DEFAULT_TTL=500000000000years` was accepted, and the first `lock()`
+/// panicked.
+#[test]
+fn default_ttl_above_the_maximum() {
+    for value in ["500000000000years", "2years", "366days"] {
+        let message = load_err(&[("LOCK_DEFAULT_TTL", value)]);
+        assert_mentions(
+            &message,
+            &["LOCK_DEFAULT_TTL", value, "at most", "one year"],
+        );
+    }
+    // One year is the maximum itself.
+    let config = load(&[("LOCK_DEFAULT_TTL", "365days")]);
+    assert_eq!(config.default_ttl, lock::MAX_TTL);
+
+    let mut config = Config::default();
+    config.default_ttl = Duration::MAX;
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(&message, &["LOCK_DEFAULT_TTL", "one year"]);
+}
+
+#[test]
+fn retry_delays_above_an_hour() {
+    let message = load_err(&[
+        ("LOCK_RETRY_INITIAL_DELAY", "61m"),
+        ("LOCK_RETRY_MAX_DELAY", "2h"),
+    ]);
+    assert_mentions(&message, &["LOCK_RETRY_INITIAL_DELAY", "61m", "at most 1h"]);
+    let message = load_err(&[("LOCK_RETRY_MAX_DELAY", "61m")]);
+    assert_mentions(&message, &["LOCK_RETRY_MAX_DELAY", "61m", "at most 1h"]);
+    let config = load(&[
+        ("LOCK_RETRY_INITIAL_DELAY", "1h"),
+        ("LOCK_RETRY_MAX_DELAY", "1h"),
+    ]);
+    assert_eq!(config.retry.max_delay, Duration::from_secs(3600));
+}
+
+/// No duration, however large, makes loading or using the configuration panic.
+#[test]
+fn huge_durations_are_errors_not_panics() {
+    for var in [
+        "LOCK_DEFAULT_TTL",
+        "LOCK_RETRY_INITIAL_DELAY",
+        "LOCK_RETRY_MAX_DELAY",
+    ] {
+        for value in [
+            "500000000000years",
+            "18446744073709551615s",
+            "99999999999999999999999years",
+        ] {
+            let message = load_err(&[(var, value)]);
+            assert_mentions(&message, &[var]);
+        }
+    }
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_DEFAULT_TTL", "500000000000years");
+        result = Some(block_on(Locker::from_env()));
+        Ok(())
+    });
+    let err = result.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
 #[test]
 fn max_delay_below_initial_delay() {
     let message = load_err(&[

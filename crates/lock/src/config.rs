@@ -3,12 +3,12 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `LOCK_PROVIDER` | `memory` | `memory`, `redis`, `postgres` or `etcd` (any case) |
-//! | `LOCK_DEFAULT_TTL` | `30s` | lease time to live, a [humantime] duration with a unit (`30s`, `500ms`, `1m`) |
+//! | `LOCK_DEFAULT_TTL` | `30s` | lease time to live, a [humantime] duration with a unit (`30s`, `500ms`, `1m`); at most one year ([`MAX_TTL`](crate::MAX_TTL)) |
 //! | `LOCK_EXTEND_INTERVAL` | `10s` | auto-extension period (each handle uses at most a third of its TTL) |
 //! | `LOCK_OWNER_ID` | a ULID per locker | owner recorded in leases |
 //! | `LOCK_RETRY_MAX_ATTEMPTS` | `3` | consecutive backend errors tolerated while acquiring; `0` = no limit |
-//! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll |
-//! | `LOCK_RETRY_MAX_DELAY` | `1s` | cap of both |
+//! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll; at most `1h` ([`MAX_RETRY_DELAY`]) |
+//! | `LOCK_RETRY_MAX_DELAY` | `1s` | cap of both; at most `1h` |
 //! | `LOCK_RETRY_JITTER` | `0.1` | share of each delay taken off at random, in `0..=1` |
 //! | `LOCK_REDIS_URLS` | `redis://localhost:6379` | comma-separated; more than one = Redlock |
 //! | `LOCK_REDIS_PREFIX` | `lock:` | key prefix |
@@ -38,6 +38,11 @@ use std::time::Duration;
 
 /// The prefix of every variable this crate reads.
 pub const ENV_PREFIX: &str = "LOCK_";
+
+/// The longest delay `LOCK_RETRY_INITIAL_DELAY` and `LOCK_RETRY_MAX_DELAY` accept: one hour.
+/// They pace the fallback poll and the retries after backend errors; a longer pause would
+/// leave a waiter asleep long after the lock came free.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
 
 /// The backend a [`Config`] selects (`LOCK_PROVIDER`).
 ///
@@ -411,6 +416,7 @@ impl Config {
         let raw: Raw = figment
             .extract()
             .map_err(|e| Error::config(redact(&e.to_string())))?;
+        let mut written = Written::new();
         let loader = Loader { figment };
         let mut config = Config::default();
 
@@ -420,10 +426,10 @@ impl Config {
             })?;
         }
         if let Some(v) = raw.default_ttl {
-            config.default_ttl = loader.parse(DEFAULT_TTL, v, parse_duration)?;
+            config.default_ttl = loader.duration(DEFAULT_TTL, v, &mut written)?;
         }
         if let Some(v) = raw.extend_interval {
-            config.extend_interval = loader.parse(EXTEND_INTERVAL, v, parse_duration)?;
+            config.extend_interval = loader.duration(EXTEND_INTERVAL, v, &mut written)?;
         }
         if let Some(v) = raw.owner_id {
             config.owner_id = Some(loader.parse(OWNER_ID, v, |s| Ok(s.trim().to_owned()))?);
@@ -434,10 +440,10 @@ impl Config {
             })?;
         }
         if let Some(v) = raw.retry_initial_delay {
-            config.retry.initial_delay = loader.parse(RETRY_INITIAL_DELAY, v, parse_duration)?;
+            config.retry.initial_delay = loader.duration(RETRY_INITIAL_DELAY, v, &mut written)?;
         }
         if let Some(v) = raw.retry_max_delay {
-            config.retry.max_delay = loader.parse(RETRY_MAX_DELAY, v, parse_duration)?;
+            config.retry.max_delay = loader.duration(RETRY_MAX_DELAY, v, &mut written)?;
         }
         if let Some(v) = raw.retry_jitter {
             config.retry.jitter = loader.parse(RETRY_JITTER, v, parse_fraction)?;
@@ -476,14 +482,15 @@ impl Config {
             config.etcd.prefix = loader.parse(ETCD_PREFIX, v, |s| Ok(s.trim().to_owned()))?;
         }
 
-        config.check(&|key| origin(figment, key))?;
+        config.check(&|key| origin(figment, key), &written)?;
         Ok(config)
     }
 
-    /// Checks the ranges of every field: TTL and extend interval > 0, a non-empty owner id,
-    /// retry delays > 0 with `max_delay >= initial_delay`, jitter in `0..=1`, non-empty URL and
-    /// endpoint lists without empty items, a non-empty PostgreSQL URL when set, and a Redis
-    /// quorum of 0 or between a majority and the number of URLs.
+    /// Checks the ranges of every field: TTL and extend interval > 0, a TTL of at most
+    /// [`MAX_TTL`](crate::MAX_TTL) (one year), a non-empty owner id, retry delays > 0 and at
+    /// most [`MAX_RETRY_DELAY`] (one hour) with `max_delay >= initial_delay`, jitter in
+    /// `0..=1`, non-empty URL and endpoint lists without empty items, a non-empty PostgreSQL
+    /// URL when set, and a Redis quorum of 0 or between a majority and the number of URLs.
     /// [`Config::from_env`], [`Config::from_figment`] and [`Locker::new`](crate::Locker::new)
     /// call it.
     ///
@@ -491,10 +498,15 @@ impl Config {
     ///
     /// [`Error::Config`] naming the variable, its value and the allowed range.
     pub fn validate(&self) -> Result<()> {
-        self.check(&|_| String::new())
+        self.check(&|_| String::new(), &Written::new())
     }
 
-    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<()> {
+    /// `written` holds the text of each duration as it was given, to quote it in errors.
+    fn check(&self, origin: &dyn Fn(&str) -> String, written: &Written) -> Result<()> {
+        let show = |var: Var, d: Duration| match written.get(var.key) {
+            Some(text) => text.clone(),
+            None => show_duration(d),
+        };
         let fail = |var: Var, problem: String| -> Result<()> {
             Err(Error::config(redact(&format!(
                 "{}: {problem}{}",
@@ -509,6 +521,30 @@ impl Config {
         ] {
             if d.is_zero() {
                 return fail(var, format!("must be greater than 0, got {d:?}"));
+            }
+        }
+        if self.default_ttl > lock_core::MAX_TTL {
+            return fail(
+                DEFAULT_TTL,
+                format!(
+                    "{} is out of range: a lease TTL must be at most one year (365 days)",
+                    show(DEFAULT_TTL, self.default_ttl)
+                ),
+            );
+        }
+        for (var, d) in [
+            (RETRY_INITIAL_DELAY, self.retry.initial_delay),
+            (RETRY_MAX_DELAY, self.retry.max_delay),
+        ] {
+            if d > MAX_RETRY_DELAY {
+                return fail(
+                    var,
+                    format!(
+                        "{} is out of range: retry delays must be at most {}",
+                        show(var, d),
+                        show_duration(MAX_RETRY_DELAY)
+                    ),
+                );
             }
         }
         if self.retry.max_delay < self.retry.initial_delay {
@@ -658,6 +694,9 @@ fn origin(figment: &Figment, key: &str) -> String {
     }
 }
 
+/// The text each duration was given as, by figment key.
+type Written = std::collections::BTreeMap<&'static str, String>;
+
 /// The flat form every source is read into.
 #[derive(Deserialize, Default)]
 struct Raw {
@@ -793,6 +832,15 @@ impl Loader<'_> {
         }
     }
 
+    /// A duration with a unit; its text is kept in `written` for later errors.
+    fn duration(&self, var: Var, value: RawValue, written: &mut Written) -> Result<Duration> {
+        let d = self.parse(var, value, |s| {
+            written.insert(var.key, s.trim().to_owned());
+            parse_duration(s)
+        })?;
+        Ok(d)
+    }
+
     /// A list: one value, comma-separated values, `[a, b]`, or an array.
     fn list(&self, var: Var, value: RawValue) -> Result<Vec<String>> {
         let (shown, items): (String, Vec<String>) = match value {
@@ -849,6 +897,11 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     }
     humantime::parse_duration(t)
         .map_err(|_| format!("invalid duration {t:?} (use a unit, e.g. 30s or 500ms)"))
+}
+
+/// A duration as humantime writes it (`2years`, `1h 1m`, `250ms`).
+fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn parse_int<T: FromStr>(s: &str, expected: &str) -> std::result::Result<T, String> {
