@@ -492,6 +492,7 @@ fn retry_delays_above_an_hour() {
 fn huge_durations_are_errors_not_panics() {
     for var in [
         "LOCK_DEFAULT_TTL",
+        "LOCK_EXTEND_INTERVAL",
         "LOCK_RETRY_INITIAL_DELAY",
         "LOCK_RETRY_MAX_DELAY",
     ] {
@@ -513,6 +514,50 @@ fn huge_durations_are_errors_not_panics() {
     });
     let err = result.unwrap().unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+/// Review finding 16: an extend interval at or above the TTL was silently capped.
+#[test]
+fn extend_interval_must_be_below_the_ttl() {
+    for (interval, ttl) in [("10s", "10s"), ("1m", "30s"), ("500000000000years", "30s")] {
+        let message = load_err(&[
+            ("LOCK_EXTEND_INTERVAL", interval),
+            ("LOCK_DEFAULT_TTL", ttl),
+        ]);
+        assert_mentions(
+            &message,
+            &[
+                "LOCK_EXTEND_INTERVAL",
+                interval,
+                "LOCK_DEFAULT_TTL",
+                ttl,
+                "below",
+            ],
+        );
+    }
+    // The default TTL (30s) counts when only the interval is set.
+    let message = load_err(&[("LOCK_EXTEND_INTERVAL", "30s")]);
+    assert_mentions(
+        &message,
+        &["LOCK_EXTEND_INTERVAL", "30s", "LOCK_DEFAULT_TTL"],
+    );
+    let config = load(&[("LOCK_EXTEND_INTERVAL", "9s"), ("LOCK_DEFAULT_TTL", "10s")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(9));
+
+    // Unset, the interval is 10s or a third of a shorter TTL, never an error.
+    let config = load(&[("LOCK_DEFAULT_TTL", "6s")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(2));
+    let config = load(&[("LOCK_DEFAULT_TTL", "2m")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(10));
+
+    // In code too.
+    let mut config = Config::default();
+    config.default_ttl = Duration::from_secs(5);
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(
+        &message,
+        &["LOCK_EXTEND_INTERVAL", "10s", "LOCK_DEFAULT_TTL", "5s"],
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `LOCK_PROVIDER` | `memory` | `memory`, `redis`, `postgres` or `etcd` (any case) |
 //! | `LOCK_DEFAULT_TTL` | `30s` | lease time to live, a [humantime] duration with a unit (`30s`, `500ms`, `1m`); at most one year ([`MAX_TTL`](crate::MAX_TTL)) |
-//! | `LOCK_EXTEND_INTERVAL` | `10s` | auto-extension period (each handle uses at most a third of its TTL) |
+//! | `LOCK_EXTEND_INTERVAL` | `10s`, or a third of a shorter `LOCK_DEFAULT_TTL` | auto-extension period; must be below `LOCK_DEFAULT_TTL` (each handle uses at most a third of its TTL) |
 //! | `LOCK_OWNER_ID` | a ULID per locker | owner recorded in leases |
 //! | `LOCK_RETRY_MAX_ATTEMPTS` | `3` | consecutive backend errors tolerated while acquiring; `0` = no limit |
 //! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll; at most `1h` ([`MAX_RETRY_DELAY`]) |
@@ -317,7 +317,8 @@ pub struct Config {
     /// `LOCK_DEFAULT_TTL`: lease time to live of handles that set none. Default 30 s.
     pub default_ttl: Duration,
     /// `LOCK_EXTEND_INTERVAL`: auto-extension period of handles that set none (each handle
-    /// uses at most a third of its TTL). Default 10 s.
+    /// uses at most a third of its TTL). Must be below `default_ttl`. Default 10 s; loaded
+    /// from a figment that does not set it, 10 s or a third of a shorter `default_ttl`.
     pub extend_interval: Duration,
     /// `LOCK_OWNER_ID`: the owner recorded in leases; `None` (the default) = a fresh ULID per
     /// locker.
@@ -428,8 +429,17 @@ impl Config {
         if let Some(v) = raw.default_ttl {
             config.default_ttl = loader.duration(DEFAULT_TTL, v, &mut written)?;
         }
-        if let Some(v) = raw.extend_interval {
-            config.extend_interval = loader.duration(EXTEND_INTERVAL, v, &mut written)?;
+        match raw.extend_interval {
+            Some(v) => {
+                config.extend_interval = loader.duration(EXTEND_INTERVAL, v, &mut written)?
+            }
+            // Unset: 10s, or a third of a shorter TTL (what each handle would use anyway).
+            None => {
+                config.extend_interval = config
+                    .extend_interval
+                    .min(config.default_ttl / 3)
+                    .max(Duration::from_nanos(1));
+            }
         }
         if let Some(v) = raw.owner_id {
             config.owner_id = Some(loader.parse(OWNER_ID, v, |s| Ok(s.trim().to_owned()))?);
@@ -486,7 +496,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks the ranges of every field: TTL and extend interval > 0, a TTL of at most
+    /// Checks the ranges of every field: TTL and extend interval > 0, an extend interval below
+    /// the TTL, a TTL of at most
     /// [`MAX_TTL`](crate::MAX_TTL) (one year), a non-empty owner id, retry delays > 0 and at
     /// most [`MAX_RETRY_DELAY`] (one hour) with `max_delay >= initial_delay`, jitter in
     /// `0..=1`, non-empty URL and endpoint lists without empty items, a non-empty PostgreSQL
@@ -522,6 +533,18 @@ impl Config {
             if d.is_zero() {
                 return fail(var, format!("must be greater than 0, got {d:?}"));
             }
+        }
+        if self.extend_interval >= self.default_ttl {
+            return fail(
+                EXTEND_INTERVAL,
+                format!(
+                    "{} must be below {} ({}): the lease would expire between two extensions \
+                     (leave it unset for 10s or a third of a shorter TTL)",
+                    show(EXTEND_INTERVAL, self.extend_interval),
+                    DEFAULT_TTL.name,
+                    show(DEFAULT_TTL, self.default_ttl)
+                ),
+            );
         }
         if self.default_ttl > lock_core::MAX_TTL {
             return fail(
