@@ -9,7 +9,7 @@
 use figment::Figment;
 use figment::Jail;
 use figment::providers::{Env, Serialized};
-use lock::config::{Config, EnvVars, PostgresMode};
+use lock::config::{Config, EnvVars, PostgresMode, UnknownVar};
 use lock::{Error, Locker, Provider, RetryPolicy};
 use std::time::Duration;
 
@@ -96,6 +96,171 @@ fn test_suite_variables_are_ignored() {
         ("NOT_LOCK_DEFAULT_TTL", "abc"),
     ]);
     assert_eq!(config, Config::default());
+}
+
+// --- unknown variables and keys (review finding 16) -------------------------------------------
+
+/// Loads with these variables set, returning `Config::unknown_env_vars()`, the result of
+/// `Config::from_env()`, and what `tracing` logged meanwhile.
+fn load_logged(vars: &[(&str, &str)]) -> (Vec<UnknownVar>, lock::Result<Config>, String) {
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (key, value) in vars {
+            jail.set_env(key, value);
+        }
+        let unknown = Config::unknown_env_vars();
+        let config = tracing::subscriber::with_default(subscriber, Config::from_env);
+        result = Some((unknown, config));
+        Ok(())
+    });
+    let (unknown, config) = result.expect("the jail ran");
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    (unknown, config, text)
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+#[test]
+fn unknown_variables_are_reported_with_the_closest_name() {
+    let (unknown, config, log) = load_logged(&[
+        ("LOCK_DEFAULT_TLL", "5s"),
+        ("LOCK_REDIS_URL", "redis://a:6379"),
+        ("LOCK_POSTGRES_NAME_SPACE", "3"),
+        ("LOCK_SOMETHING_ELSE", "x"),
+        ("LOCK_TEST_REQUIRE_SERVERS", "1"),
+        ("LOCK_PROVIDER", "memory"),
+    ]);
+    // Unknown variables are not errors: they are reported and ignored.
+    assert_eq!(config.unwrap(), Config::default());
+    let found: Vec<(&str, Option<&str>)> = unknown
+        .iter()
+        .map(|u| (u.name.as_str(), u.suggestion))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("LOCK_DEFAULT_TLL", Some("LOCK_DEFAULT_TTL")),
+            ("LOCK_POSTGRES_NAME_SPACE", Some("LOCK_POSTGRES_NAMESPACE")),
+            ("LOCK_REDIS_URL", Some("LOCK_REDIS_URLS")),
+            ("LOCK_SOMETHING_ELSE", None),
+        ]
+    );
+    assert_eq!(
+        unknown[0].to_string(),
+        "unknown variable LOCK_DEFAULT_TLL is ignored (did you mean LOCK_DEFAULT_TTL?)"
+    );
+    assert_eq!(
+        unknown[3].to_string(),
+        "unknown variable LOCK_SOMETHING_ELSE is ignored"
+    );
+    // The same through a `tracing` warning, one per variable; LOCK_TEST_* is never reported.
+    assert_eq!(log.matches("WARN").count(), 4, "{log}");
+    assert_mentions(
+        &log,
+        &[
+            "LOCK_DEFAULT_TLL",
+            "did you mean LOCK_DEFAULT_TTL?",
+            "LOCK_REDIS_URL is ignored (did you mean LOCK_REDIS_URLS?)",
+            "LOCK_SOMETHING_ELSE",
+        ],
+    );
+    assert!(!log.contains("LOCK_TEST_"), "{log}");
+
+    // Known variables alone: nothing to report.
+    let (unknown, _, log) = load_logged(&[("LOCK_DEFAULT_TTL", "5s"), ("LOCK_TEST_X", "1")]);
+    assert!(unknown.is_empty(), "{unknown:?}");
+    assert!(log.is_empty(), "{log}");
+}
+
+/// A provider standing for a configuration file at `path`.
+struct File {
+    path: &'static str,
+    values: Vec<(&'static str, &'static str)>,
+}
+
+impl figment::Provider for File {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("TOML file").source(std::path::Path::new(self.path))
+    }
+
+    fn data(&self) -> figment::Result<figment::value::Map<figment::Profile, figment::value::Dict>> {
+        let dict = self
+            .values
+            .iter()
+            .map(|(k, v)| (k.to_string(), figment::value::Value::from(v.to_string())))
+            .collect();
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_errors() {
+    let file = |values| File {
+        path: "/etc/app/lock.toml",
+        values,
+    };
+    let figment = Figment::new().merge(file(vec![
+        ("default_ttl", "5s"),
+        ("redis_url", "redis://a:6379"),
+    ]));
+    let err = Config::from_figment(&figment).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            "unknown key `redis_url`",
+            "/etc/app/lock.toml",
+            "`redis_urls`",
+        ],
+    );
+
+    let figment = Figment::new().merge(file(vec![("colour", "blue")]));
+    let message = Config::from_figment(&figment).unwrap_err().to_string();
+    assert_mentions(&message, &["unknown key `colour`", "/etc/app/lock.toml"]);
+    assert!(!message.contains("did you mean"), "{message}");
+
+    // Also from other providers, such as values set in code.
+    let figment = Figment::new().merge(("retry_max_attempt", 3));
+    let message = Config::from_figment(&figment).unwrap_err().to_string();
+    assert_mentions(&message, &["`retry_max_attempt`", "`retry_max_attempts`"]);
+
+    // The environment's unknown variables stay warnings, under a file's known keys.
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_DEFAULT_TLL", "1s");
+        let figment = Figment::new()
+            .merge(file(vec![("default_ttl", "5s")]))
+            .merge(EnvVars::new());
+        result = Some(Config::from_figment(&figment));
+        Ok(())
+    });
+    assert_eq!(result.unwrap().unwrap().default_ttl, Duration::from_secs(5));
 }
 
 // --- one test per variable of the table -----------------------------------------------------

@@ -21,9 +21,16 @@
 //!
 //! Lists take one value, comma-separated values (spaces around items are trimmed; empty items
 //! are rejected) or figment's array form `[a, b]`; a comma inside a URL must be
-//! percent-encoded (`%2C`). Other `LOCK_*` variables (such as the test suite's `LOCK_TEST_*`)
-//! are ignored. A bad value is an [`Error::Config`] naming the variable and the value;
-//! passwords in URLs are replaced by `***` in errors and in `Debug` output.
+//! percent-encoded (`%2C`). A bad value is an [`Error::Config`] naming the variable and the
+//! value; passwords in URLs are replaced by `***` in errors and in `Debug` output (see
+//! [`lock_core::redact::redact`] for what is hidden).
+//!
+//! Any other `LOCK_*` variable (a typo such as `LOCK_DEFAULT_TLL`) is ignored, and reported:
+//! loading logs a `tracing` warning for each, naming the closest known variable when one is
+//! close, and [`Config::unknown_env_vars`] lists them ([`UnknownVar`]). The test suite's
+//! `LOCK_TEST_*` variables are never reported. An unknown key in a configuration file (or any
+//! other figment provider but the environment) is an error naming the key, the file and the
+//! closest known key.
 //!
 //! [humantime]: https://docs.rs/humantime
 
@@ -43,6 +50,56 @@ pub const ENV_PREFIX: &str = "LOCK_";
 /// They pace the fallback poll and the retries after backend errors; a longer pause would
 /// leave a waiter asleep long after the lock came free.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+
+/// A `LOCK_*` environment variable that is not in the table (a typo, or a variable of another
+/// version), with the known variable whose name is closest when one is close. Variables
+/// starting with `LOCK_TEST_` (the test suite's) are never reported.
+///
+/// Loading ignores such variables but logs each through a `tracing` warning;
+/// [`Config::unknown_env_vars`] lists them, for a program that wants to show them itself.
+///
+/// ```
+/// use lock::config::UnknownVar;
+/// let unknown = UnknownVar::new("LOCK_DEFAULT_TLL");
+/// assert_eq!(unknown.suggestion, Some("LOCK_DEFAULT_TTL"));
+/// assert_eq!(
+///     unknown.to_string(),
+///     "unknown variable LOCK_DEFAULT_TLL is ignored (did you mean LOCK_DEFAULT_TTL?)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownVar {
+    /// The variable's name, in uppercase (`LOCK_DEFAULT_TLL`).
+    pub name: String,
+    /// The known variable with the closest name, when one is close (`LOCK_DEFAULT_TTL`).
+    pub suggestion: Option<&'static str>,
+}
+
+impl UnknownVar {
+    /// The report for the variable `name`, with the closest known name.
+    pub fn new(name: impl Into<String>) -> UnknownVar {
+        let name = name.into().to_ascii_uppercase();
+        let key = name
+            .strip_prefix(ENV_PREFIX)
+            .unwrap_or(&name)
+            .to_ascii_lowercase();
+        UnknownVar {
+            suggestion: closest(&key).map(|var| var.name),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for UnknownVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown variable {} is ignored", self.name)?;
+        if let Some(known) = self.suggestion {
+            write!(f, " (did you mean {known}?)")?;
+        }
+        Ok(())
+    }
+}
 
 /// The backend a [`Config`] selects (`LOCK_PROVIDER`).
 ///
@@ -369,6 +426,27 @@ impl Config {
         Config::from_figment(&Figment::from(EnvVars::new()))
     }
 
+    /// The `LOCK_*` environment variables that are not in the table, sorted by name, each with
+    /// the closest known name when one is close; `LOCK_TEST_*` is left out. Loading ignores
+    /// them (and logs each through a `tracing` warning): this is for a program that wants to
+    /// show them itself.
+    ///
+    /// ```
+    /// for unknown in lock::Config::unknown_env_vars() {
+    ///     eprintln!("warning: {unknown}");
+    /// }
+    /// ```
+    pub fn unknown_env_vars() -> Vec<UnknownVar> {
+        let mut found: Vec<UnknownVar> = figment::providers::Env::prefixed(ENV_PREFIX)
+            .iter()
+            .filter(|(key, _)| is_unknown_env_key(key.as_str()))
+            .map(|(key, _)| UnknownVar::new(format!("{ENV_PREFIX}{}", key.as_str())))
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.dedup();
+        found
+    }
+
     /// Loads the configuration from `figment` over the defaults. Its keys are the variable
     /// names without `LOCK_`, in lowercase and flat (`default_ttl`, `redis_urls`,
     /// `retry_max_attempts`, ...). Values may be strings, numbers, booleans or (for lists)
@@ -402,7 +480,9 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::Config`] naming the first bad variable and its value (passwords hidden), and
-    /// where it was set when that was not the environment.
+    /// where it was set when that was not the environment; or naming an unknown key that was
+    /// not set by the environment, where it was set, and the closest known key. Unknown
+    /// `LOCK_*` environment variables are not errors: see [`UnknownVar`].
     pub fn from_figment(figment: &Figment) -> Result<Config> {
         for section in NESTED_SECTIONS {
             if let Ok(Value::Dict(..)) = figment.find_value(section) {
@@ -414,6 +494,7 @@ impl Config {
                 ))));
             }
         }
+        check_keys(figment)?;
         let raw: Raw = figment
             .extract()
             .map_err(|e| Error::config(redact(&e.to_string())))?;
@@ -699,6 +780,104 @@ vars! {
     POSTGRES_MODE = "LOCK_POSTGRES_MODE", "postgres_mode";
     ETCD_ENDPOINTS = "LOCK_ETCD_ENDPOINTS", "etcd_endpoints";
     ETCD_PREFIX = "LOCK_ETCD_PREFIX", "etcd_prefix";
+}
+
+/// Every variable of the table.
+const KNOWN: [Var; 16] = [
+    PROVIDER,
+    DEFAULT_TTL,
+    EXTEND_INTERVAL,
+    OWNER_ID,
+    RETRY_MAX_ATTEMPTS,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_JITTER,
+    REDIS_URLS,
+    REDIS_PREFIX,
+    REDIS_QUORUM,
+    POSTGRES_URL,
+    POSTGRES_NAMESPACE,
+    POSTGRES_MODE,
+    ETCD_ENDPOINTS,
+    ETCD_PREFIX,
+];
+
+/// Whether an environment variable's key (its name without `LOCK_`, in any case) is neither in
+/// the table nor one of the test suite's `LOCK_TEST_*`.
+fn is_unknown_env_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !key.starts_with("test_") && !KNOWN.iter().any(|var| var.key == key)
+}
+
+/// The known variable whose key is closest to `key`, when it is close: at most 2 edits, or a
+/// quarter of the key's length for long keys.
+fn closest(key: &str) -> Option<Var> {
+    let limit = (key.chars().count() / 4).max(2);
+    KNOWN
+        .iter()
+        .map(|var| (edit_distance(key, var.key), *var))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, var)| var)
+}
+
+/// The Levenshtein distance: insertions, deletions and substitutions of characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Rejects unknown keys that come from anything but the environment (a file, values set in
+/// code), and logs a `tracing` warning for each unknown `LOCK_*` variable.
+fn check_keys(figment: &Figment) -> Result<()> {
+    let keys: Dict = figment
+        .extract()
+        .map_err(|e| Error::config(redact(&e.to_string())))?;
+    for key in keys.keys() {
+        if KNOWN.iter().any(|var| var.key == key) {
+            continue;
+        }
+        let metadata = figment.find_metadata(key);
+        if metadata.is_some_and(|md| md.name.contains("environment variable")) {
+            if is_unknown_env_key(key) {
+                let unknown = UnknownVar::new(format!("{ENV_PREFIX}{key}"));
+                tracing::warn!(variable = %unknown.name, "{unknown}");
+            }
+            continue;
+        }
+        let place = match metadata {
+            Some(md) => match &md.source {
+                Some(source) => format!(" in {} {source}", md.name),
+                None => format!(" in {}", md.name),
+            },
+            None => String::new(),
+        };
+        let hint = match closest(key) {
+            Some(var) => format!(" (did you mean `{}`?)", var.key),
+            None => format!(
+                " (keys are the variable names without {ENV_PREFIX}, in lowercase: `default_ttl`, \
+                 `redis_urls`, ...)"
+            ),
+        };
+        return Err(Error::config(redact(&format!(
+            "unknown key `{key}`{place}{hint}"
+        ))));
+    }
+    Ok(())
 }
 
 /// First words of the variables: what `Env::split("_")` would nest them under.
