@@ -35,6 +35,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         return Err("set LOCK_PROVIDER=postgres and LOCK_POSTGRES_URL to run this example".into());
     }
     config.default_ttl = Duration::from_secs(10);
+    config.extend_interval = Duration::from_secs(3); // must stay below the TTL
     println!(
         "PostgreSQL in {} mode, namespace {}",
         config.postgres.mode, config.postgres.namespace

@@ -9,7 +9,7 @@
 use figment::Figment;
 use figment::Jail;
 use figment::providers::{Env, Serialized};
-use lock::config::{Config, EnvVars, PostgresMode};
+use lock::config::{Config, EnvVars, PostgresMode, UnknownVar};
 use lock::{Error, Locker, Provider, RetryPolicy};
 use std::time::Duration;
 
@@ -96,6 +96,171 @@ fn test_suite_variables_are_ignored() {
         ("NOT_LOCK_DEFAULT_TTL", "abc"),
     ]);
     assert_eq!(config, Config::default());
+}
+
+// --- unknown variables and keys (review finding 16) -------------------------------------------
+
+/// Loads with these variables set, returning `Config::unknown_env_vars()`, the result of
+/// `Config::from_env()`, and what `tracing` logged meanwhile.
+fn load_logged(vars: &[(&str, &str)]) -> (Vec<UnknownVar>, lock::Result<Config>, String) {
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        for (key, value) in vars {
+            jail.set_env(key, value);
+        }
+        let unknown = Config::unknown_env_vars();
+        let config = tracing::subscriber::with_default(subscriber, Config::from_env);
+        result = Some((unknown, config));
+        Ok(())
+    });
+    let (unknown, config) = result.expect("the jail ran");
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    (unknown, config, text)
+}
+
+/// A `tracing` writer into memory.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+#[test]
+fn unknown_variables_are_reported_with_the_closest_name() {
+    let (unknown, config, log) = load_logged(&[
+        ("LOCK_DEFAULT_TLL", "5s"),
+        ("LOCK_REDIS_URL", "redis://a:6379"),
+        ("LOCK_POSTGRES_NAME_SPACE", "3"),
+        ("LOCK_SOMETHING_ELSE", "x"),
+        ("LOCK_TEST_REQUIRE_SERVERS", "1"),
+        ("LOCK_PROVIDER", "memory"),
+    ]);
+    // Unknown variables are not errors: they are reported and ignored.
+    assert_eq!(config.unwrap(), Config::default());
+    let found: Vec<(&str, Option<&str>)> = unknown
+        .iter()
+        .map(|u| (u.name.as_str(), u.suggestion))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("LOCK_DEFAULT_TLL", Some("LOCK_DEFAULT_TTL")),
+            ("LOCK_POSTGRES_NAME_SPACE", Some("LOCK_POSTGRES_NAMESPACE")),
+            ("LOCK_REDIS_URL", Some("LOCK_REDIS_URLS")),
+            ("LOCK_SOMETHING_ELSE", None),
+        ]
+    );
+    assert_eq!(
+        unknown[0].to_string(),
+        "unknown variable LOCK_DEFAULT_TLL is ignored (did you mean LOCK_DEFAULT_TTL?)"
+    );
+    assert_eq!(
+        unknown[3].to_string(),
+        "unknown variable LOCK_SOMETHING_ELSE is ignored"
+    );
+    // The same through a `tracing` warning, one per variable; LOCK_TEST_* is never reported.
+    assert_eq!(log.matches("WARN").count(), 4, "{log}");
+    assert_mentions(
+        &log,
+        &[
+            "LOCK_DEFAULT_TLL",
+            "did you mean LOCK_DEFAULT_TTL?",
+            "LOCK_REDIS_URL is ignored (did you mean LOCK_REDIS_URLS?)",
+            "LOCK_SOMETHING_ELSE",
+        ],
+    );
+    assert!(!log.contains("LOCK_TEST_"), "{log}");
+
+    // Known variables alone: nothing to report.
+    let (unknown, _, log) = load_logged(&[("LOCK_DEFAULT_TTL", "5s"), ("LOCK_TEST_X", "1")]);
+    assert!(unknown.is_empty(), "{unknown:?}");
+    assert!(log.is_empty(), "{log}");
+}
+
+/// A provider standing for a configuration file at `path`.
+struct File {
+    path: &'static str,
+    values: Vec<(&'static str, &'static str)>,
+}
+
+impl figment::Provider for File {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("TOML file").source(std::path::Path::new(self.path))
+    }
+
+    fn data(&self) -> figment::Result<figment::value::Map<figment::Profile, figment::value::Dict>> {
+        let dict = self
+            .values
+            .iter()
+            .map(|(k, v)| (k.to_string(), figment::value::Value::from(v.to_string())))
+            .collect();
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_errors() {
+    let file = |values| File {
+        path: "/etc/app/lock.toml",
+        values,
+    };
+    let figment = Figment::new().merge(file(vec![
+        ("default_ttl", "5s"),
+        ("redis_url", "redis://a:6379"),
+    ]));
+    let err = Config::from_figment(&figment).unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            "unknown key `redis_url`",
+            "/etc/app/lock.toml",
+            "`redis_urls`",
+        ],
+    );
+
+    let figment = Figment::new().merge(file(vec![("colour", "blue")]));
+    let message = Config::from_figment(&figment).unwrap_err().to_string();
+    assert_mentions(&message, &["unknown key `colour`", "/etc/app/lock.toml"]);
+    assert!(!message.contains("did you mean"), "{message}");
+
+    // Also from other providers, such as values set in code.
+    let figment = Figment::new().merge(("retry_max_attempt", 3));
+    let message = Config::from_figment(&figment).unwrap_err().to_string();
+    assert_mentions(&message, &["`retry_max_attempt`", "`retry_max_attempts`"]);
+
+    // The environment's unknown variables stay warnings, under a file's known keys.
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_DEFAULT_TLL", "1s");
+        let figment = Figment::new()
+            .merge(file(vec![("default_ttl", "5s")]))
+            .merge(EnvVars::new());
+        result = Some(Config::from_figment(&figment));
+        Ok(())
+    });
+    assert_eq!(result.unwrap().unwrap().default_ttl, Duration::from_secs(5));
 }
 
 // --- one test per variable of the table -----------------------------------------------------
@@ -450,6 +615,116 @@ fn zero_durations() {
     }
 }
 
+/// Review finding 5: `LOCK_DEFAULT_TTL=500000000000years` was accepted, and the first `lock()`
+/// panicked.
+#[test]
+fn default_ttl_above_the_maximum() {
+    for value in ["500000000000years", "2years", "366days"] {
+        let message = load_err(&[("LOCK_DEFAULT_TTL", value)]);
+        assert_mentions(
+            &message,
+            &["LOCK_DEFAULT_TTL", value, "at most", "one year"],
+        );
+    }
+    // One year is the maximum itself.
+    let config = load(&[("LOCK_DEFAULT_TTL", "365days")]);
+    assert_eq!(config.default_ttl, lock::MAX_TTL);
+
+    let mut config = Config::default();
+    config.default_ttl = Duration::MAX;
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(&message, &["LOCK_DEFAULT_TTL", "one year"]);
+}
+
+#[test]
+fn retry_delays_above_an_hour() {
+    let message = load_err(&[
+        ("LOCK_RETRY_INITIAL_DELAY", "61m"),
+        ("LOCK_RETRY_MAX_DELAY", "2h"),
+    ]);
+    assert_mentions(&message, &["LOCK_RETRY_INITIAL_DELAY", "61m", "at most 1h"]);
+    let message = load_err(&[("LOCK_RETRY_MAX_DELAY", "61m")]);
+    assert_mentions(&message, &["LOCK_RETRY_MAX_DELAY", "61m", "at most 1h"]);
+    let config = load(&[
+        ("LOCK_RETRY_INITIAL_DELAY", "1h"),
+        ("LOCK_RETRY_MAX_DELAY", "1h"),
+    ]);
+    assert_eq!(config.retry.max_delay, Duration::from_secs(3600));
+}
+
+/// No duration, however large, makes loading or using the configuration panic.
+#[test]
+fn huge_durations_are_errors_not_panics() {
+    for var in [
+        "LOCK_DEFAULT_TTL",
+        "LOCK_EXTEND_INTERVAL",
+        "LOCK_RETRY_INITIAL_DELAY",
+        "LOCK_RETRY_MAX_DELAY",
+    ] {
+        for value in [
+            "500000000000years",
+            "18446744073709551615s",
+            "99999999999999999999999years",
+        ] {
+            let message = load_err(&[(var, value)]);
+            assert_mentions(&message, &[var]);
+        }
+    }
+    let mut result = None;
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_DEFAULT_TTL", "500000000000years");
+        result = Some(block_on(Locker::from_env()));
+        Ok(())
+    });
+    let err = result.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err:?}");
+}
+
+/// Review finding 16: an extend interval at or above the TTL was silently capped.
+#[test]
+fn extend_interval_must_be_below_the_ttl() {
+    for (interval, ttl) in [("10s", "10s"), ("1m", "30s"), ("500000000000years", "30s")] {
+        let message = load_err(&[
+            ("LOCK_EXTEND_INTERVAL", interval),
+            ("LOCK_DEFAULT_TTL", ttl),
+        ]);
+        assert_mentions(
+            &message,
+            &[
+                "LOCK_EXTEND_INTERVAL",
+                interval,
+                "LOCK_DEFAULT_TTL",
+                ttl,
+                "below",
+            ],
+        );
+    }
+    // The default TTL (30s) counts when only the interval is set.
+    let message = load_err(&[("LOCK_EXTEND_INTERVAL", "30s")]);
+    assert_mentions(
+        &message,
+        &["LOCK_EXTEND_INTERVAL", "30s", "LOCK_DEFAULT_TTL"],
+    );
+    let config = load(&[("LOCK_EXTEND_INTERVAL", "9s"), ("LOCK_DEFAULT_TTL", "10s")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(9));
+
+    // Unset, the interval is 10s or a third of a shorter TTL, never an error.
+    let config = load(&[("LOCK_DEFAULT_TTL", "6s")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(2));
+    let config = load(&[("LOCK_DEFAULT_TTL", "2m")]);
+    assert_eq!(config.extend_interval, Duration::from_secs(10));
+
+    // In code too.
+    let mut config = Config::default();
+    config.default_ttl = Duration::from_secs(5);
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(
+        &message,
+        &["LOCK_EXTEND_INTERVAL", "10s", "LOCK_DEFAULT_TTL", "5s"],
+    );
+}
+
 #[test]
 fn max_delay_below_initial_delay() {
     let message = load_err(&[
@@ -606,6 +881,62 @@ fn passwords_are_hidden_in_debug() {
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
     assert!(debug.contains("password=***"), "{debug}");
+}
+
+/// Review finding 6: a password in `?pass=` (redis-rs Unix sockets) or holding a raw `,` or
+/// `'` was shown in clear.
+#[test]
+fn odd_passwords_are_hidden_in_debug_and_errors() {
+    let config = load(&[
+        (
+            "LOCK_REDIS_URLS",
+            "redis+unix:///run/redis.sock?db=0&pass=s3cret",
+        ),
+        ("LOCK_POSTGRES_URL", "postgres://app:pa,ss@db:5432/app"),
+        (
+            "LOCK_ETCD_ENDPOINTS",
+            "http://root:it's@e1:2379, root:s3cret@e2:2379",
+        ),
+    ]);
+    let mut in_code = Config::default();
+    in_code.postgres.url = Some("postgres://app:it's@db:5432/app".into());
+    in_code.redis.urls = vec!["redis://app:pa,ss@a:6379".into(), "redis://b".into()];
+    for debug in [
+        format!("{config:?}"),
+        format!("{config:#?}"),
+        format!("{in_code:?}"),
+    ] {
+        for secret in ["s3cret", "pa,ss", "it's"] {
+            assert!(!debug.contains(secret), "{secret}: {debug}");
+        }
+    }
+    assert_mentions(
+        &format!("{config:?}"),
+        &[
+            "redis+unix:///run/redis.sock?db=0&pass=***",
+            "postgres://app:***@db:5432/app",
+            "http://root:***@e1:2379",
+        ],
+    );
+
+    // Errors that quote the values.
+    let message = load_err(&[(
+        "LOCK_REDIS_URLS",
+        "redis+unix:///run/redis.sock?db=0&pass=s3cret,,redis://app:it's@b",
+    )]);
+    assert_mentions(&message, &["LOCK_REDIS_URLS", "empty item", "pass=***"]);
+    assert!(
+        !message.contains("s3cret") && !message.contains("it's"),
+        "{message}"
+    );
+    let mut config = Config::default();
+    config.etcd.endpoints = vec!["http://root:pa,ss@e1:2379".into(), "".into()];
+    let message = config.validate().unwrap_err().to_string();
+    assert_mentions(
+        &message,
+        &["LOCK_ETCD_ENDPOINTS", "http://root:***@e1:2379"],
+    );
+    assert!(!message.contains("pa,ss"), "{message}");
 }
 
 #[test]

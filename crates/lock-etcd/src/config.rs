@@ -120,15 +120,10 @@ pub(crate) fn split_credentials(endpoint: &str) -> (String, Option<(String, Stri
     }
 }
 
-/// The endpoint with any password replaced by `***`.
+/// The endpoint with any password replaced by `***`: the mechanism every crate of `lock`
+/// shares.
 pub(crate) fn redact(endpoint: &str) -> String {
-    match split_credentials(endpoint) {
-        (clean, Some((user, _))) => match clean.find("://") {
-            Some(i) => format!("{}{user}:***@{}", &clean[..i + 3], &clean[i + 3..]),
-            None => format!("{user}:***@{clean}"),
-        },
-        (clean, None) => clean,
-    }
+    lock_core::redact::redact(endpoint).into_owned()
 }
 
 impl fmt::Debug for EtcdConfig {

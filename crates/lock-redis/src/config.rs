@@ -168,15 +168,6 @@ impl fmt::Debug for RedisConfig {
 /// Passwords in URLs are hidden by the mechanism every crate of `lock` shares.
 pub(crate) use lock_core::redact::redact;
 
-/// The password of a URL, if it has one (to scrub it from client error texts).
-pub(crate) fn password(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,8 +181,6 @@ mod tests {
         assert_eq!(redact("rediss://:pw@h"), "rediss://:***@h");
         assert_eq!(redact("redis://user@h:1"), "redis://user@h:1");
         assert_eq!(redact("redis://h:1/0?x=@"), "redis://h:1/0?x=@");
-        assert_eq!(password("redis://app:s3cr@t@cache:6379/0"), Some("s3cr@t"));
-        assert_eq!(password("redis://h:1"), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! One Redis instance: its multiplexed, reconnecting connection, bounded round trips, and its
 //! pub/sub listener.
 
-use crate::config::{password, redact};
+use crate::config::redact;
 use crate::keys::Layout;
 use futures_util::StreamExt;
+use lock_core::redact::passwords;
 use lock_core::{Error, Notifier, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, ScriptInvocation};
@@ -57,11 +58,20 @@ impl fmt::Display for Scrubbed {
 
 impl std::error::Error for Scrubbed {}
 
+/// `text` with every one of `passwords` replaced by `***`.
+fn scrub(mut text: String, passwords: &[String]) -> String {
+    for p in passwords {
+        text = text.replace(p.as_str(), "***");
+    }
+    text
+}
+
 /// One instance.
 pub(crate) struct Node {
     /// The URL with its password redacted.
     pub(crate) url: String,
-    password: Option<String>,
+    /// The passwords the URL holds, to scrub them from client error texts.
+    passwords: Vec<String>,
     client: Client,
     conn: ConnectionManager,
     timeout: Duration,
@@ -72,14 +82,8 @@ impl Node {
     pub(crate) fn new(url: &str, timeout: Duration, root_cert: Option<&[u8]>) -> Result<Node> {
         let url = url.trim();
         let redacted = redact(url).into_owned();
-        let password = password(url).map(str::to_owned);
-        let scrub = |e: redis::RedisError| {
-            let text = e.to_string();
-            match &password {
-                Some(p) => text.replace(p.as_str(), "***"),
-                None => text,
-            }
-        };
+        let passwords = passwords(url);
+        let clean = |e: redis::RedisError| scrub(e.to_string(), &passwords);
         let opened = match root_cert {
             Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
                 url,
@@ -91,7 +95,7 @@ impl Node {
             _ => Client::open(url),
         };
         let client = opened.map_err(|e| {
-            Error::config(format!("redis url {redacted:?} is invalid: {}", scrub(e)))
+            Error::config(format!("redis url {redacted:?} is invalid: {}", clean(e)))
         })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -100,10 +104,10 @@ impl Node {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| Error::config(format!("redis url {redacted:?}: {}", scrub(e))))?;
+            .map_err(|e| Error::config(format!("redis url {redacted:?}: {}", clean(e))))?;
         Ok(Node {
             url: redacted,
-            password,
+            passwords,
             client,
             conn,
             timeout,
@@ -111,11 +115,12 @@ impl Node {
     }
 
     pub(crate) fn error(&self, e: redis::RedisError) -> NodeError {
-        let source: Box<dyn std::error::Error + Send + Sync> = match &self.password {
-            Some(p) if e.to_string().contains(p.as_str()) => {
-                Box::new(Scrubbed(e.to_string().replace(p.as_str(), "***")))
-            }
-            _ => Box::new(e),
+        let text = e.to_string();
+        let scrubbed = scrub(text.clone(), &self.passwords);
+        let source: Box<dyn std::error::Error + Send + Sync> = if scrubbed == text {
+            Box::new(e)
+        } else {
+            Box::new(Scrubbed(scrubbed))
         };
         NodeError {
             node: self.url.clone(),
@@ -198,5 +203,37 @@ impl Node {
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding 6: neither the node's name nor any level of its errors shows a password,
+    /// whether it sits in the user information (holding a raw `,` or `'`) or in `?pass=` (how
+    /// redis-rs takes the password of a Unix-socket URL).
+    #[tokio::test]
+    async fn node_errors_hide_every_password() {
+        for (url, secret) in [
+            (
+                "redis+unix:///nonexistent/redis.sock?db=0&pass=s3cret",
+                "s3cret",
+            ),
+            ("redis://app:pa,ss@127.0.0.1:1/0", "pa,ss"),
+            ("redis://app:it's@127.0.0.1:1/0", "it's"),
+        ] {
+            let node = Node::new(url, Duration::from_millis(500), None).unwrap();
+            assert!(!node.url.contains(secret), "{}", node.url);
+            let err = node.ping().await.unwrap_err();
+            let mut text = format!("{err} {err:?}");
+            let mut source = std::error::Error::source(&err);
+            while let Some(e) = source {
+                text.push_str(&format!(" {e} {e:?}"));
+                source = e.source();
+            }
+            assert!(!text.contains(secret), "{url}: {text}");
+            assert!(text.contains("***"), "{url}: {text}");
+        }
     }
 }

@@ -3,12 +3,12 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `LOCK_PROVIDER` | `memory` | `memory`, `redis`, `postgres` or `etcd` (any case) |
-//! | `LOCK_DEFAULT_TTL` | `30s` | lease time to live, a [humantime] duration with a unit (`30s`, `500ms`, `1m`) |
-//! | `LOCK_EXTEND_INTERVAL` | `10s` | auto-extension period (each handle uses at most a third of its TTL) |
+//! | `LOCK_DEFAULT_TTL` | `30s` | lease time to live, a [humantime] duration with a unit (`30s`, `500ms`, `1m`); at most one year ([`MAX_TTL`](crate::MAX_TTL)) |
+//! | `LOCK_EXTEND_INTERVAL` | `10s`, or a third of a shorter `LOCK_DEFAULT_TTL` | auto-extension period; must be below `LOCK_DEFAULT_TTL` (each handle uses at most a third of its TTL) |
 //! | `LOCK_OWNER_ID` | a ULID per locker | owner recorded in leases |
 //! | `LOCK_RETRY_MAX_ATTEMPTS` | `3` | consecutive backend errors tolerated while acquiring; `0` = no limit |
-//! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll |
-//! | `LOCK_RETRY_MAX_DELAY` | `1s` | cap of both |
+//! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll; at most `1h` ([`MAX_RETRY_DELAY`]) |
+//! | `LOCK_RETRY_MAX_DELAY` | `1s` | cap of both; at most `1h` |
 //! | `LOCK_RETRY_JITTER` | `0.1` | share of each delay taken off at random, in `0..=1` |
 //! | `LOCK_REDIS_URLS` | `redis://localhost:6379` | comma-separated; more than one = Redlock |
 //! | `LOCK_REDIS_PREFIX` | `lock:` | key prefix |
@@ -21,15 +21,22 @@
 //!
 //! Lists take one value, comma-separated values (spaces around items are trimmed; empty items
 //! are rejected) or figment's array form `[a, b]`; a comma inside a URL must be
-//! percent-encoded (`%2C`). Other `LOCK_*` variables (such as the test suite's `LOCK_TEST_*`)
-//! are ignored. A bad value is an [`Error::Config`] naming the variable and the value;
-//! passwords in URLs are replaced by `***` in errors and in `Debug` output.
+//! percent-encoded (`%2C`). A bad value is an [`Error::Config`] naming the variable and the
+//! value; passwords in URLs are replaced by `***` in errors and in `Debug` output (see
+//! [`lock_core::redact::redact`] for what is hidden).
+//!
+//! Any other `LOCK_*` variable (a typo such as `LOCK_DEFAULT_TLL`) is ignored, and reported:
+//! loading logs a `tracing` warning for each, naming the closest known variable when one is
+//! close, and [`Config::unknown_env_vars`] lists them ([`UnknownVar`]). The test suite's
+//! `LOCK_TEST_*` variables are never reported. An unknown key in a configuration file (or any
+//! other figment provider but the environment) is an error naming the key, the file and the
+//! closest known key.
 //!
 //! [humantime]: https://docs.rs/humantime
 
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile};
-use lock_core::redact::{Redacted, redact};
+use lock_core::redact::{Redacted, redact, redact_all};
 use lock_core::{Error, Result, RetryPolicy};
 use serde::Deserialize;
 use std::fmt;
@@ -38,6 +45,61 @@ use std::time::Duration;
 
 /// The prefix of every variable this crate reads.
 pub const ENV_PREFIX: &str = "LOCK_";
+
+/// The longest delay `LOCK_RETRY_INITIAL_DELAY` and `LOCK_RETRY_MAX_DELAY` accept: one hour.
+/// They pace the fallback poll and the retries after backend errors; a longer pause would
+/// leave a waiter asleep long after the lock came free.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+
+/// A `LOCK_*` environment variable that is not in the table (a typo, or a variable of another
+/// version), with the known variable whose name is closest when one is close. Variables
+/// starting with `LOCK_TEST_` (the test suite's) are never reported.
+///
+/// Loading ignores such variables but logs each through a `tracing` warning;
+/// [`Config::unknown_env_vars`] lists them, for a program that wants to show them itself.
+///
+/// ```
+/// use lock::config::UnknownVar;
+/// let unknown = UnknownVar::new("LOCK_DEFAULT_TLL");
+/// assert_eq!(unknown.suggestion, Some("LOCK_DEFAULT_TTL"));
+/// assert_eq!(
+///     unknown.to_string(),
+///     "unknown variable LOCK_DEFAULT_TLL is ignored (did you mean LOCK_DEFAULT_TTL?)"
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownVar {
+    /// The variable's name, in uppercase (`LOCK_DEFAULT_TLL`).
+    pub name: String,
+    /// The known variable with the closest name, when one is close (`LOCK_DEFAULT_TTL`).
+    pub suggestion: Option<&'static str>,
+}
+
+impl UnknownVar {
+    /// The report for the variable `name`, with the closest known name.
+    pub fn new(name: impl Into<String>) -> UnknownVar {
+        let name = name.into().to_ascii_uppercase();
+        let key = name
+            .strip_prefix(ENV_PREFIX)
+            .unwrap_or(&name)
+            .to_ascii_lowercase();
+        UnknownVar {
+            suggestion: closest(&key).map(|var| var.name),
+            name,
+        }
+    }
+}
+
+impl fmt::Display for UnknownVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown variable {} is ignored", self.name)?;
+        if let Some(known) = self.suggestion {
+            write!(f, " (did you mean {known}?)")?;
+        }
+        Ok(())
+    }
+}
 
 /// The backend a [`Config`] selects (`LOCK_PROVIDER`).
 ///
@@ -312,7 +374,8 @@ pub struct Config {
     /// `LOCK_DEFAULT_TTL`: lease time to live of handles that set none. Default 30 s.
     pub default_ttl: Duration,
     /// `LOCK_EXTEND_INTERVAL`: auto-extension period of handles that set none (each handle
-    /// uses at most a third of its TTL). Default 10 s.
+    /// uses at most a third of its TTL). Must be below `default_ttl`. Default 10 s; loaded
+    /// from a figment that does not set it, 10 s or a third of a shorter `default_ttl`.
     pub extend_interval: Duration,
     /// `LOCK_OWNER_ID`: the owner recorded in leases; `None` (the default) = a fresh ULID per
     /// locker.
@@ -363,6 +426,27 @@ impl Config {
         Config::from_figment(&Figment::from(EnvVars::new()))
     }
 
+    /// The `LOCK_*` environment variables that are not in the table, sorted by name, each with
+    /// the closest known name when one is close; `LOCK_TEST_*` is left out. Loading ignores
+    /// them (and logs each through a `tracing` warning): this is for a program that wants to
+    /// show them itself.
+    ///
+    /// ```
+    /// for unknown in lock::Config::unknown_env_vars() {
+    ///     eprintln!("warning: {unknown}");
+    /// }
+    /// ```
+    pub fn unknown_env_vars() -> Vec<UnknownVar> {
+        let mut found: Vec<UnknownVar> = figment::providers::Env::prefixed(ENV_PREFIX)
+            .iter()
+            .filter(|(key, _)| is_unknown_env_key(key.as_str()))
+            .map(|(key, _)| UnknownVar::new(format!("{ENV_PREFIX}{}", key.as_str())))
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.dedup();
+        found
+    }
+
     /// Loads the configuration from `figment` over the defaults. Its keys are the variable
     /// names without `LOCK_`, in lowercase and flat (`default_ttl`, `redis_urls`,
     /// `retry_max_attempts`, ...). Values may be strings, numbers, booleans or (for lists)
@@ -396,7 +480,9 @@ impl Config {
     /// # Errors
     ///
     /// [`Error::Config`] naming the first bad variable and its value (passwords hidden), and
-    /// where it was set when that was not the environment.
+    /// where it was set when that was not the environment; or naming an unknown key that was
+    /// not set by the environment, where it was set, and the closest known key. Unknown
+    /// `LOCK_*` environment variables are not errors: see [`UnknownVar`].
     pub fn from_figment(figment: &Figment) -> Result<Config> {
         for section in NESTED_SECTIONS {
             if let Ok(Value::Dict(..)) = figment.find_value(section) {
@@ -408,9 +494,11 @@ impl Config {
                 ))));
             }
         }
+        check_keys(figment)?;
         let raw: Raw = figment
             .extract()
             .map_err(|e| Error::config(redact(&e.to_string())))?;
+        let mut written = Written::new();
         let loader = Loader { figment };
         let mut config = Config::default();
 
@@ -420,10 +508,19 @@ impl Config {
             })?;
         }
         if let Some(v) = raw.default_ttl {
-            config.default_ttl = loader.parse(DEFAULT_TTL, v, parse_duration)?;
+            config.default_ttl = loader.duration(DEFAULT_TTL, v, &mut written)?;
         }
-        if let Some(v) = raw.extend_interval {
-            config.extend_interval = loader.parse(EXTEND_INTERVAL, v, parse_duration)?;
+        match raw.extend_interval {
+            Some(v) => {
+                config.extend_interval = loader.duration(EXTEND_INTERVAL, v, &mut written)?
+            }
+            // Unset: 10s, or a third of a shorter TTL (what each handle would use anyway).
+            None => {
+                config.extend_interval = config
+                    .extend_interval
+                    .min(config.default_ttl / 3)
+                    .max(Duration::from_nanos(1));
+            }
         }
         if let Some(v) = raw.owner_id {
             config.owner_id = Some(loader.parse(OWNER_ID, v, |s| Ok(s.trim().to_owned()))?);
@@ -434,10 +531,10 @@ impl Config {
             })?;
         }
         if let Some(v) = raw.retry_initial_delay {
-            config.retry.initial_delay = loader.parse(RETRY_INITIAL_DELAY, v, parse_duration)?;
+            config.retry.initial_delay = loader.duration(RETRY_INITIAL_DELAY, v, &mut written)?;
         }
         if let Some(v) = raw.retry_max_delay {
-            config.retry.max_delay = loader.parse(RETRY_MAX_DELAY, v, parse_duration)?;
+            config.retry.max_delay = loader.duration(RETRY_MAX_DELAY, v, &mut written)?;
         }
         if let Some(v) = raw.retry_jitter {
             config.retry.jitter = loader.parse(RETRY_JITTER, v, parse_fraction)?;
@@ -476,14 +573,16 @@ impl Config {
             config.etcd.prefix = loader.parse(ETCD_PREFIX, v, |s| Ok(s.trim().to_owned()))?;
         }
 
-        config.check(&|key| origin(figment, key))?;
+        config.check(&|key| origin(figment, key), &written)?;
         Ok(config)
     }
 
-    /// Checks the ranges of every field: TTL and extend interval > 0, a non-empty owner id,
-    /// retry delays > 0 with `max_delay >= initial_delay`, jitter in `0..=1`, non-empty URL and
-    /// endpoint lists without empty items, a non-empty PostgreSQL URL when set, and a Redis
-    /// quorum of 0 or between a majority and the number of URLs.
+    /// Checks the ranges of every field: TTL and extend interval > 0, an extend interval below
+    /// the TTL, a TTL of at most
+    /// [`MAX_TTL`](crate::MAX_TTL) (one year), a non-empty owner id, retry delays > 0 and at
+    /// most [`MAX_RETRY_DELAY`] (one hour) with `max_delay >= initial_delay`, jitter in
+    /// `0..=1`, non-empty URL and endpoint lists without empty items, a non-empty PostgreSQL
+    /// URL when set, and a Redis quorum of 0 or between a majority and the number of URLs.
     /// [`Config::from_env`], [`Config::from_figment`] and [`Locker::new`](crate::Locker::new)
     /// call it.
     ///
@@ -491,10 +590,15 @@ impl Config {
     ///
     /// [`Error::Config`] naming the variable, its value and the allowed range.
     pub fn validate(&self) -> Result<()> {
-        self.check(&|_| String::new())
+        self.check(&|_| String::new(), &Written::new())
     }
 
-    fn check(&self, origin: &dyn Fn(&str) -> String) -> Result<()> {
+    /// `written` holds the text of each duration as it was given, to quote it in errors.
+    fn check(&self, origin: &dyn Fn(&str) -> String, written: &Written) -> Result<()> {
+        let show = |var: Var, d: Duration| match written.get(var.key) {
+            Some(text) => text.clone(),
+            None => show_duration(d),
+        };
         let fail = |var: Var, problem: String| -> Result<()> {
             Err(Error::config(redact(&format!(
                 "{}: {problem}{}",
@@ -509,6 +613,42 @@ impl Config {
         ] {
             if d.is_zero() {
                 return fail(var, format!("must be greater than 0, got {d:?}"));
+            }
+        }
+        if self.extend_interval >= self.default_ttl {
+            return fail(
+                EXTEND_INTERVAL,
+                format!(
+                    "{} must be below {} ({}): the lease would expire between two extensions \
+                     (leave it unset for 10s or a third of a shorter TTL)",
+                    show(EXTEND_INTERVAL, self.extend_interval),
+                    DEFAULT_TTL.name,
+                    show(DEFAULT_TTL, self.default_ttl)
+                ),
+            );
+        }
+        if self.default_ttl > lock_core::MAX_TTL {
+            return fail(
+                DEFAULT_TTL,
+                format!(
+                    "{} is out of range: a lease TTL must be at most one year (365 days)",
+                    show(DEFAULT_TTL, self.default_ttl)
+                ),
+            );
+        }
+        for (var, d) in [
+            (RETRY_INITIAL_DELAY, self.retry.initial_delay),
+            (RETRY_MAX_DELAY, self.retry.max_delay),
+        ] {
+            if d > MAX_RETRY_DELAY {
+                return fail(
+                    var,
+                    format!(
+                        "{} is out of range: retry delays must be at most {}",
+                        show(var, d),
+                        show_duration(MAX_RETRY_DELAY)
+                    ),
+                );
             }
         }
         if self.retry.max_delay < self.retry.initial_delay {
@@ -540,7 +680,7 @@ impl Config {
                 return fail(var, "must not be empty".to_owned());
             }
             if list.iter().any(|item| item.trim().is_empty()) {
-                return fail(var, format!("empty item in {list:?}"));
+                return fail(var, format!("empty item in {:?}", redact_all(list)));
             }
         }
         let urls = self.redis.urls.len();
@@ -642,6 +782,104 @@ vars! {
     ETCD_PREFIX = "LOCK_ETCD_PREFIX", "etcd_prefix";
 }
 
+/// Every variable of the table.
+const KNOWN: [Var; 16] = [
+    PROVIDER,
+    DEFAULT_TTL,
+    EXTEND_INTERVAL,
+    OWNER_ID,
+    RETRY_MAX_ATTEMPTS,
+    RETRY_INITIAL_DELAY,
+    RETRY_MAX_DELAY,
+    RETRY_JITTER,
+    REDIS_URLS,
+    REDIS_PREFIX,
+    REDIS_QUORUM,
+    POSTGRES_URL,
+    POSTGRES_NAMESPACE,
+    POSTGRES_MODE,
+    ETCD_ENDPOINTS,
+    ETCD_PREFIX,
+];
+
+/// Whether an environment variable's key (its name without `LOCK_`, in any case) is neither in
+/// the table nor one of the test suite's `LOCK_TEST_*`.
+fn is_unknown_env_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !key.starts_with("test_") && !KNOWN.iter().any(|var| var.key == key)
+}
+
+/// The known variable whose key is closest to `key`, when it is close: at most 2 edits, or a
+/// quarter of the key's length for long keys.
+fn closest(key: &str) -> Option<Var> {
+    let limit = (key.chars().count() / 4).max(2);
+    KNOWN
+        .iter()
+        .map(|var| (edit_distance(key, var.key), *var))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, var)| var)
+}
+
+/// The Levenshtein distance: insertions, deletions and substitutions of characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// Rejects unknown keys that come from anything but the environment (a file, values set in
+/// code), and logs a `tracing` warning for each unknown `LOCK_*` variable.
+fn check_keys(figment: &Figment) -> Result<()> {
+    let keys: Dict = figment
+        .extract()
+        .map_err(|e| Error::config(redact(&e.to_string())))?;
+    for key in keys.keys() {
+        if KNOWN.iter().any(|var| var.key == key) {
+            continue;
+        }
+        let metadata = figment.find_metadata(key);
+        if metadata.is_some_and(|md| md.name.contains("environment variable")) {
+            if is_unknown_env_key(key) {
+                let unknown = UnknownVar::new(format!("{ENV_PREFIX}{key}"));
+                tracing::warn!(variable = %unknown.name, "{unknown}");
+            }
+            continue;
+        }
+        let place = match metadata {
+            Some(md) => match &md.source {
+                Some(source) => format!(" in {} {source}", md.name),
+                None => format!(" in {}", md.name),
+            },
+            None => String::new(),
+        };
+        let hint = match closest(key) {
+            Some(var) => format!(" (did you mean `{}`?)", var.key),
+            None => format!(
+                " (keys are the variable names without {ENV_PREFIX}, in lowercase: `default_ttl`, \
+                 `redis_urls`, ...)"
+            ),
+        };
+        return Err(Error::config(redact(&format!(
+            "unknown key `{key}`{place}{hint}"
+        ))));
+    }
+    Ok(())
+}
+
 /// First words of the variables: what `Env::split("_")` would nest them under.
 const NESTED_SECTIONS: [&str; 7] = [
     "default", "extend", "owner", "retry", "redis", "postgres", "etcd",
@@ -657,6 +895,9 @@ fn origin(figment: &Figment, key: &str) -> String {
         _ => String::new(),
     }
 }
+
+/// The text each duration was given as, by figment key.
+type Written = std::collections::BTreeMap<&'static str, String>;
 
 /// The flat form every source is read into.
 #[derive(Deserialize, Default)]
@@ -793,6 +1034,15 @@ impl Loader<'_> {
         }
     }
 
+    /// A duration with a unit; its text is kept in `written` for later errors.
+    fn duration(&self, var: Var, value: RawValue, written: &mut Written) -> Result<Duration> {
+        let d = self.parse(var, value, |s| {
+            written.insert(var.key, s.trim().to_owned());
+            parse_duration(s)
+        })?;
+        Ok(d)
+    }
+
     /// A list: one value, comma-separated values, `[a, b]`, or an array.
     fn list(&self, var: Var, value: RawValue) -> Result<Vec<String>> {
         let (shown, items): (String, Vec<String>) = match value {
@@ -803,10 +1053,12 @@ impl Loader<'_> {
                     .and_then(|t| t.strip_suffix(']'))
                     .unwrap_or(trimmed);
                 let items = inner.split(',').map(|item| unquote(item.trim())).collect();
-                (s.clone(), items)
+                // Each item redacted on its own: only a lone URL can be redacted exactly.
+                let shown: Vec<String> = s.split(',').map(|p| redact(p).into_owned()).collect();
+                (shown.join(","), items)
             }
             RawValue::Many(items) => (
-                format!("{items:?}"),
+                format!("{:?}", redact_all(&items)),
                 items.iter().map(|item| unquote(item.trim())).collect(),
             ),
         };
@@ -847,6 +1099,11 @@ fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     }
     humantime::parse_duration(t)
         .map_err(|_| format!("invalid duration {t:?} (use a unit, e.g. 30s or 500ms)"))
+}
+
+/// A duration as humantime writes it (`2years`, `1h 1m`, `250ms`).
+fn show_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 fn parse_int<T: FromStr>(s: &str, expected: &str) -> std::result::Result<T, String> {

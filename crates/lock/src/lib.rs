@@ -56,8 +56,8 @@ pub use lock_core::observe;
 pub use lock_core::{
     AcquireRequest, Acquired, Backend, BoxError, BoxFuture, CLOCK_DRIFT, DEFAULT_TTL, DynBackend,
     Error, FencingToken, Guard, LeaseId, LockInfo, LockKey, LockKind, LockOptions, LockerBuilder,
-    MAX_NAME_LEN, Metadata, Mode, Mutex, Notifier, OnLost, Permit, Result, RetryPolicy, RwMutex,
-    Semaphore, Subscription, valid_until, validate_name,
+    MAX_NAME_LEN, MAX_TTL, Metadata, Mode, Mutex, Notifier, OnLost, Permit, Result, RetryPolicy,
+    RwMutex, Semaphore, Subscription, check_ttl, valid_until, validate_name,
 };
 
 /// The backends this build has, one per enabled Cargo feature. Give one to

@@ -23,6 +23,7 @@ use std::sync::Arc;
 /// let mut config = Config::default(); // the memory backend
 /// config.owner_id = Some("worker-1".into());
 /// config.default_ttl = Duration::from_secs(10);
+/// config.extend_interval = Duration::from_secs(3); // below the TTL
 /// let locker = Locker::new(config).await?;
 ///
 /// let guard = locker.mutex("invoices").lock().await?;
