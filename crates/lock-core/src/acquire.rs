@@ -14,6 +14,7 @@ use crate::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle as Runtime;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// What a locker gives every handle: the backend, the owner and the defaults.
@@ -57,6 +58,7 @@ fn claim_ttl(ttl: Duration) -> Duration {
 struct Abandon {
     backend: Arc<dyn DynBackend>,
     runtime: Runtime,
+    live: Arc<Live>,
     request_timeout: Duration,
     key: LockKey,
     lease: LeaseId,
@@ -71,18 +73,33 @@ impl Abandon {
     }
 
     /// Deletes this request's claim, or a lease granted too late or whose answer was lost, in
-    /// the background.
-    fn withdraw(&mut self) {
+    /// the background ([`Locker::close`](crate::Locker::close) waits for it).
+    fn withdraw(&mut self) -> JoinHandle<()> {
         self.armed = false;
         let backend = Arc::clone(&self.backend);
         let key = self.key.clone();
         let lease = self.lease;
         let timeout = self.request_timeout;
-        self.runtime.spawn(async move {
+        self.live.spawn_release(&self.runtime, async move {
             let _ = tokio::time::timeout(timeout, backend.release_dyn(&key, lease)).await;
-        });
+        })
+    }
+
+    /// Withdraws before a failure is reported, waiting a moment for it, so that a claim is
+    /// usually gone when the caller sees the error; past [`WITHDRAW_WAIT`] it goes on in the
+    /// background.
+    async fn withdraw_now(&mut self) {
+        let task = self.withdraw();
+        let _ = tokio::time::timeout(WITHDRAW_WAIT, task).await;
     }
 }
+
+/// How long a failing acquisition waits for its clean-up before it returns (inside the
+/// documented 250 ms slack of `lock_timeout`).
+const WITHDRAW_WAIT: Duration = Duration::from_millis(100);
+
+/// The shortest automatic extension period accepted.
+const MIN_EXTEND_INTERVAL: Duration = Duration::from_millis(1);
 
 impl Drop for Abandon {
     fn drop(&mut self) {
@@ -128,10 +145,10 @@ impl HandleCore {
             None => self.shared.extend_interval.unwrap_or(ttl / 3).min(ttl / 3),
         };
         let window = validity(ttl);
-        if interval.is_zero() || interval >= window {
+        if interval < MIN_EXTEND_INTERVAL || interval >= window {
             return Err(Error::invalid_argument(format!(
-                "extend interval {interval:?} must be > 0 and below {window:?}, the part of the \
-                 ttl {ttl:?} during which the lease is certainly valid"
+                "extend interval {interval:?} must be at least {MIN_EXTEND_INTERVAL:?} and below \
+                 {window:?}, the part of the ttl {ttl:?} during which the lease is certainly valid"
             )));
         }
         Ok(Some(KeepAlive {
@@ -222,6 +239,7 @@ impl HandleCore {
         let mut abandon = Abandon {
             backend: Arc::clone(backend),
             runtime: runtime.clone(),
+            live: Arc::clone(live),
             request_timeout,
             key: key.clone(),
             lease: request.lease_id,
@@ -246,7 +264,7 @@ impl HandleCore {
                 match tokio::time::timeout_at(bound(sent), backend.acquire_dyn(&request)).await {
                     Ok(outcome) => outcome,
                     Err(_) if past_deadline() => {
-                        abandon.withdraw();
+                        abandon.withdraw_now().await;
                         return Err(not_acquired());
                     }
                     Err(_) => Err(no_reply(backend.name(), "acquire", request_timeout)),
@@ -256,6 +274,8 @@ impl HandleCore {
                     if Instant::now() >= valid_until(sent, ttl) {
                         // The answer came too late to trust the lease: give it back and go on
                         // (under a new lease id, so the late release cannot hit a new grant).
+                        // It counts as a failed round trip: a backend too slow for this TTL
+                        // ends the wait after `max_attempts`.
                         abandon.withdraw();
                         contended = true;
                         if once {
@@ -267,39 +287,41 @@ impl HandleCore {
                         request.lease_id = LeaseId::generate();
                         abandon.lease = request.lease_id;
                         abandon.armed = true;
-                        if past_deadline() {
+                        errors += 1;
+                        let late = late_grant(backend.name(), sent, ttl);
+                        if let Err(e) = check_errors(errors, retry, late) {
                             abandon.withdraw();
-                            return Err(not_acquired());
+                            return Err(e);
                         }
-                        sent = Instant::now();
-                        continue;
+                        later(Instant::now(), delays.next_delay())
+                    } else {
+                        abandon.disarm();
+                        observe::record_token(token);
+                        let grant = Grant {
+                            owner: Arc::clone(&self.shared.owner),
+                            token,
+                            mode: want.mode,
+                            permits: want.permits,
+                            metadata: Arc::clone(&self.metadata),
+                        };
+                        let home = Home {
+                            backend: Arc::clone(backend),
+                            runtime,
+                            live: Arc::clone(live),
+                            request_timeout,
+                        };
+                        let guard = Guard::new(
+                            home,
+                            key,
+                            request.lease_id,
+                            grant,
+                            ttl,
+                            sent,
+                            self.options.on_lost.clone(),
+                            keep_alive,
+                        )?;
+                        return Ok((Some(guard), contended));
                     }
-                    abandon.disarm();
-                    observe::record_token(token);
-                    let grant = Grant {
-                        owner: Arc::clone(&self.shared.owner),
-                        token,
-                        mode: want.mode,
-                        permits: want.permits,
-                        metadata: Arc::clone(&self.metadata),
-                    };
-                    let home = Home {
-                        backend: Arc::clone(backend),
-                        runtime,
-                        live: Arc::clone(live),
-                        request_timeout,
-                    };
-                    let guard = Guard::new(
-                        home,
-                        key,
-                        request.lease_id,
-                        grant,
-                        ttl,
-                        sent,
-                        self.options.on_lost.clone(),
-                        keep_alive,
-                    )?;
-                    return Ok((Some(guard), contended));
                 }
                 Ok(Acquired::Busy { retry_after }) => {
                     errors = 0;
@@ -326,13 +348,13 @@ impl HandleCore {
                         subscription = Some(match subscribed {
                             Ok(sub) => sub,
                             Err(_) if past_deadline() => {
-                                abandon.withdraw();
+                                abandon.withdraw_now().await;
                                 return Err(not_acquired());
                             }
                             Err(e) => {
                                 errors += 1;
                                 if let Err(e) = check_errors(errors, retry, e) {
-                                    abandon.withdraw();
+                                    abandon.withdraw_now().await;
                                     return Err(e);
                                 }
                                 poll = true;
@@ -340,7 +362,7 @@ impl HandleCore {
                             }
                         });
                         if past_deadline() {
-                            abandon.withdraw();
+                            abandon.withdraw_now().await;
                             return Err(not_acquired());
                         }
                         sent = Instant::now();
@@ -365,7 +387,7 @@ impl HandleCore {
                         return Err(e);
                     }
                     if let Err(e) = check_errors(errors, retry, e) {
-                        abandon.withdraw();
+                        abandon.withdraw_now().await;
                         return Err(e);
                     }
                     later(Instant::now(), delays.next_delay())
@@ -374,7 +396,7 @@ impl HandleCore {
                 // ones may have left a claim.
                 Err(e) => {
                     if attempts > 1 {
-                        abandon.withdraw();
+                        abandon.withdraw_now().await;
                     } else {
                         abandon.disarm();
                     }
@@ -391,14 +413,32 @@ impl HandleCore {
             tokio::select! {
                 () = changed => delays.reset(),
                 () = tokio::time::sleep_until(wake_at) => {}
+                () = live.closing() => {
+                    abandon.withdraw_now().await;
+                    return Err(Error::Closed);
+                }
             }
             if past_deadline() {
-                abandon.withdraw();
+                abandon.withdraw_now().await;
                 return Err(not_acquired());
             }
             sent = Instant::now();
         }
     }
+}
+
+/// The error of a grant whose answer arrived after its validity.
+fn late_grant(backend: &'static str, sent: Instant, ttl: Duration) -> Error {
+    Error::unavailable(
+        backend,
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "a grant of ttl {ttl:?} was answered after {:?}, too late to be valid",
+                sent.elapsed()
+            ),
+        ),
+    )
 }
 
 /// Passes while fewer than `max_attempts` consecutive round trips failed (0 = no limit).

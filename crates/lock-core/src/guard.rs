@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle as Runtime;
@@ -51,9 +51,14 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct Live {
     held: StdMutex<HashMap<LeaseId, Weak<Held>, BuildHasherDefault<LeaseIdHasher>>>,
-    /// Releases of dropped guards still running in the background; `close` waits for them.
-    releasing: StdMutex<Vec<JoinHandle<()>>>,
+    /// Releases still running in the background (dropped guards, withdrawn claims); `close`
+    /// waits for them.
+    releasing: AtomicUsize,
+    /// Woken when a background release ends.
+    released: Notify,
     closed: AtomicBool,
+    /// Woken by `close`: waiting acquisitions end.
+    closing: Notify,
 }
 
 /// Lease ids end in 80 random bits: their low 64 bits are a good hash already.
@@ -86,6 +91,7 @@ impl Live {
     /// Refuses new guards from now on and takes the live ones.
     pub(crate) fn close(&self) -> Vec<Arc<Held>> {
         self.closed.store(true, Ordering::SeqCst);
+        self.closing.notify_waiters();
         lock(&self.held)
             .drain()
             .filter_map(|(_, w)| w.upgrade())
@@ -96,15 +102,52 @@ impl Live {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn add_releasing(&self, task: JoinHandle<()>) {
-        let mut releasing = lock(&self.releasing);
-        releasing.retain(|task| !task.is_finished());
-        releasing.push(task);
+    /// Completes when the locker is closed.
+    pub(crate) async fn closing(&self) {
+        let closing = self.closing.notified();
+        tokio::pin!(closing);
+        closing.as_mut().enable();
+        if !self.is_closed() {
+            closing.await;
+        }
     }
 
-    /// The background releases still running.
-    pub(crate) fn take_releasing(&self) -> Vec<JoinHandle<()>> {
-        std::mem::take(&mut *lock(&self.releasing))
+    /// Runs a release in the background on `runtime`, counted until it ends (or is dropped,
+    /// as when the runtime shuts down).
+    pub(crate) fn spawn_release(
+        self: &Arc<Self>,
+        runtime: &Runtime,
+        release: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        /// Uncounts the release when the task's future is dropped, done or not.
+        struct Done(Arc<Live>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.releasing.fetch_sub(1, Ordering::SeqCst);
+                self.0.released.notify_waiters();
+            }
+        }
+        self.releasing.fetch_add(1, Ordering::SeqCst);
+        let done = Done(Arc::clone(self));
+        runtime.spawn(async move {
+            let _done = done;
+            release.await;
+        })
+    }
+
+    /// Waits until no background release is running, or until `end`.
+    pub(crate) async fn releases_done(&self, end: Instant) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.releasing.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(end, released).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -114,6 +157,8 @@ struct LeaseState {
     /// When the last confirmed grant or extension request was sent.
     sent: Instant,
     released: bool,
+    /// Released by [`Locker::close`](crate::Locker::close): no longer valid, though not lost.
+    closed: bool,
 }
 
 /// Auto-extension settings of a grant.
@@ -162,8 +207,6 @@ pub(crate) struct Held {
     grant: Grant,
     state: StdMutex<LeaseState>,
     lost: AtomicBool,
-    /// Whether a keeper extends this lease; without one, it is lost at `valid_until`.
-    kept: bool,
     /// Woken when the lease is confirmed (new expiry or TTL), declared lost or released.
     changed: Notify,
     /// One extension of this lease in flight at a time, the keeper's or a manual one.
@@ -219,17 +262,18 @@ impl Held {
         result
     }
 
-    /// True once the lease was declared lost. Without a keeper, the lease is declared lost here
-    /// when its validity has run out.
+    /// True once the lease was declared lost, or released by the locker's `close`. A lease
+    /// whose validity has run out is declared lost here, whether or not a keeper (perhaps
+    /// stalled with its runtime) got to it first.
     fn is_lost(&self) -> bool {
         if self.lost.load(Ordering::SeqCst) {
             return true;
         }
-        if self.kept {
-            return false;
-        }
         let expired = {
             let state = lock(&self.state);
+            if state.closed {
+                return true;
+            }
             !state.released && Instant::now() >= state.valid_until
         };
         if expired {
@@ -266,6 +310,26 @@ impl Held {
             state.sent = sent;
         }
         self.changed.notify_waiters();
+    }
+
+    /// Records an extension request sent at `sent` with `ttl` whose outcome is unknown (it
+    /// failed, timed out or was cancelled: the backend may have applied it). If it would end
+    /// the lease sooner than the last confirmed one, the guard now counts on that sooner end,
+    /// and the keeper re-plans at once, extending with `ttl`.
+    fn uncertain(&self, sent: Instant, ttl: Duration) {
+        let sooner = {
+            let mut state = lock(&self.state);
+            let until = valid_until(sent, ttl);
+            let sooner = until < state.valid_until;
+            if sooner {
+                state.valid_until = until;
+                state.ttl = ttl;
+            }
+            sooner
+        };
+        if sooner {
+            self.changed.notify_waiters();
+        }
     }
 
     /// The lease as inspection shows it, its expiry estimated from the last confirmed request.
@@ -323,18 +387,18 @@ impl Held {
     fn release_in_background(self: Arc<Self>, keeper: Option<JoinHandle<()>>, via: ReleaseVia) {
         let runtime = self.home.runtime.clone();
         let live = Arc::clone(&self.home.live);
-        let task = runtime.spawn(async move {
+        live.spawn_release(&runtime, async move {
             if let Some(keeper) = keeper {
                 let _ = keeper.await;
             }
             let _ = self.release_once(via).await;
         });
-        live.add_releasing(task);
     }
 
     /// Releases unless already released, from [`Locker::close`](crate::Locker::close): true
     /// unless the backend failed (a lease that had expired counts as released).
     pub(crate) async fn close(self: Arc<Self>) -> bool {
+        lock(&self.state).closed = true;
         if !self.mark_released() {
             return true;
         }
@@ -377,7 +441,14 @@ async fn keep(held: Arc<Held>, keep_alive: KeepAlive) {
 async fn renew(held: &Held, keep_alive: &KeepAlive) -> bool {
     let mut delays = Delays::new(keep_alive.retry);
     loop {
-        let turn = held.extending.lock().await;
+        // A manual extension in flight has the turn; the lease's end does not wait for it.
+        let deadline = lock(&held.state).valid_until;
+        let Ok(turn) = tokio::time::timeout_at(deadline, held.extending.lock()).await else {
+            if !held.is_released() {
+                held.declare_lost();
+            }
+            return false;
+        };
         if held.is_released() {
             return false;
         }
@@ -482,7 +553,6 @@ impl Guard {
         on_lost: Option<OnLost>,
         keep_alive: Option<KeepAlive>,
     ) -> Result<Self> {
-        let kept = keep_alive.is_some();
         let held = Arc::new(Held {
             home,
             key,
@@ -493,9 +563,9 @@ impl Guard {
                 valid_until: valid_until(sent, ttl),
                 sent,
                 released: false,
+                closed: false,
             }),
             lost: AtomicBool::new(false),
-            kept,
             changed: Notify::new(),
             extending: tokio::sync::Mutex::new(()),
             keeper: StdMutex::new(None),
@@ -570,14 +640,16 @@ impl Guard {
     /// - [`Error::Lost`] if the guard was declared lost before.
     /// - [`Error::InvalidArgument`] if `ttl` is zero or above [`MAX_TTL`](crate::MAX_TTL);
     ///   nothing is sent.
+    /// - [`Error::Lost`] also if the answer arrived after the new validity had run out.
     /// - [`Error::ProviderUnavailable`] if the backend failed or did not answer within the
-    ///   request timeout; the lease keeps its previous expiry (or the new one, if the backend
-    ///   applied the extension but its answer was lost).
+    ///   request timeout. The backend may have applied the extension: the guard counts on the
+    ///   sooner of the previous end and the new one (so a failed *shorter* extension shortens
+    ///   the guard's validity, and the keeper re-extends at once).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: if cancelled, the extension may or may not have been applied, and the lease
-    /// keeps at least its previous expiry.
+    /// Cancel safe: if cancelled, the extension may or may not have been applied; the guard
+    /// counts on the sooner of the previous end and the new one, as after an error.
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         check_ttl("ttl", ttl)?;
         let held = &self.held;
@@ -592,9 +664,27 @@ impl Guard {
                 return Err(Error::Lost { name: name() });
             }
             let sent = Instant::now();
-            match held.extend_once(ttl).await {
+            // Until the answer is in, the backend may or may not have applied the extension.
+            let mut unknown = Unknown {
+                held,
+                sent,
+                ttl,
+                armed: true,
+            };
+            let result = held.extend_once(ttl).await;
+            unknown.armed = matches!(result, Err(Error::ProviderUnavailable { .. }));
+            match result {
+                Ok(()) if Instant::now() >= valid_until(sent, ttl) => {
+                    // Applied, but answered too late to count on it.
+                    held.uncertain(sent, ttl);
+                    held.declare_lost();
+                    Err(Error::Lost { name: name() })
+                }
                 Ok(()) => {
                     held.confirm(sent, ttl);
+                    if held.is_lost() {
+                        return Err(Error::Lost { name: name() });
+                    }
                     Ok(())
                 }
                 Err(Error::Expired { .. } | Error::NotHeld { .. }) => {
@@ -655,23 +745,37 @@ impl Guard {
                 if held.is_lost() || held.is_released() {
                     return;
                 }
-                if held.kept {
-                    changed.await;
-                } else {
-                    let until = lock(&held.state).valid_until;
-                    tokio::select! {
-                        () = changed => {}
-                        () = tokio::time::sleep_until(until) => {}
-                    }
+                let until = lock(&held.state).valid_until;
+                tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep_until(until) => {}
                 }
             }
         }
     }
 
-    /// True once the guard was declared lost (without auto-extension: once its validity ran
-    /// out).
+    /// True once the guard was declared lost: its validity ran out (with or without
+    /// auto-extension), or the backend no longer had it. Also true once
+    /// [`Locker::close`](crate::Locker::close) released it.
     pub fn is_lost(&self) -> bool {
         self.held.is_lost()
+    }
+}
+
+/// On drop, tells the guard that an extension request sent at `sent` with `ttl` may have been
+/// applied, unless disarmed by a definite answer.
+struct Unknown<'a> {
+    held: &'a Held,
+    sent: Instant,
+    ttl: Duration,
+    armed: bool,
+}
+
+impl Drop for Unknown<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.held.uncertain(self.sent, self.ttl);
+        }
     }
 }
 

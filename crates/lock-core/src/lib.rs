@@ -32,7 +32,9 @@ pub use info::{LockInfo, LockKey, LockKind, MAX_NAME_LEN, Metadata, Mode, valida
 pub use locker::{CloseReport, DEFAULT_REQUEST_TIMEOUT, Locker, LockerBuilder};
 pub use mutex::Mutex;
 pub use notify::Notifier;
-pub use options::{DEFAULT_TTL, LockOptions, MAX_TTL, OnLost, RetryPolicy, check_ttl};
+pub use options::{
+    DEFAULT_TTL, LockOptions, MAX_RETRY_DELAY, MAX_TTL, MIN_TTL, OnLost, RetryPolicy, check_ttl,
+};
 pub use rwlock::RwMutex;
 pub use semaphore::Semaphore;
 pub use token::{FencingToken, LeaseId};

@@ -235,11 +235,10 @@ impl Locker {
                 Ok(false) | Err(_) => report.not_released += 1,
             }
         }
-        // Guards dropped before: their releases run in the background, each bounded by the
-        // request timeout. Wait for them, so the backend is not closed under them.
-        for task in self.shared.live.take_releasing() {
-            let _ = task.await;
-        }
+        // Releases running in the background (dropped guards, withdrawn claims), each bounded
+        // by the request timeout: wait for them, so the backend is not closed under them.
+        let end = tokio::time::Instant::now() + self.shared.request_timeout;
+        self.shared.live.releases_done(end).await;
         let _ = tokio::time::timeout(self.shared.request_timeout, self.shared.backend.close_dyn())
             .await;
         report

@@ -15,16 +15,24 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
 /// store more.
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// Checks a lease TTL: above zero and at most [`MAX_TTL`]. `what` names the argument in the
-/// message (`"ttl"`, `"default ttl"`).
+/// The shortest lease time to live accepted: 10 ms. A shorter lease would be over before its
+/// grant could be trusted.
+pub const MIN_TTL: Duration = Duration::from_millis(10);
+
+/// The longest retry delay accepted (`initial_delay`, `max_delay`): one hour.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+
+/// Checks a lease TTL: at least [`MIN_TTL`] and at most [`MAX_TTL`]. `what` names the
+/// argument in the message (`"ttl"`, `"default ttl"`).
 ///
 /// # Errors
 ///
 /// [`Error::InvalidArgument`] naming `what`, its value and the allowed range.
 pub fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
-    if ttl.is_zero() || ttl > MAX_TTL {
+    if ttl < MIN_TTL || ttl > MAX_TTL {
         return Err(Error::invalid_argument(format!(
-            "{what} {ttl:?} is out of range: it must be > 0 and at most {MAX_TTL:?} (one year)"
+            "{what} {ttl:?} is out of range: it must be at least {MIN_TTL:?} and at most \
+             {MAX_TTL:?} (one year)"
         )));
     }
     Ok(())
@@ -64,7 +72,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Checks the ranges: `initial_delay` > 0, `max_delay` >= `initial_delay`, `jitter` in 0..=1.
+    /// Checks the ranges: `initial_delay` > 0, `max_delay` >= `initial_delay`, both at most
+    /// [`MAX_RETRY_DELAY`] (one hour), `jitter` in 0..=1.
     ///
     /// # Errors
     ///
@@ -72,6 +81,12 @@ impl RetryPolicy {
     pub fn validate(&self) -> Result<()> {
         if self.initial_delay.is_zero() {
             return Err(Error::invalid_argument("retry initial_delay must be > 0"));
+        }
+        if self.max_delay > MAX_RETRY_DELAY {
+            return Err(Error::invalid_argument(format!(
+                "retry max_delay {:?} is above the maximum {MAX_RETRY_DELAY:?} (one hour)",
+                self.max_delay
+            )));
         }
         if self.max_delay < self.initial_delay {
             return Err(Error::invalid_argument(format!(

@@ -26,7 +26,9 @@ impl Delays {
 
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.inner.next().unwrap_or(self.policy.max_delay);
-        base.mul_f64(1.0 - self.policy.jitter * fastrand::f64())
+        let factor = 1.0 - self.policy.jitter * fastrand::f64();
+        // Never panics, whatever the policy: a factor outside 0..=1 keeps the base delay.
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
     }
 }
 

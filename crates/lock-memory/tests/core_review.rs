@@ -138,7 +138,9 @@ async fn finding_3_lock_timeout_bounds_a_hung_subscribe_and_release() {
             matches!(result, Err(Error::NotAcquired { .. })),
             "{result:?}"
         );
-        assert_eq!(started.elapsed(), secs(1), "{op:?}");
+        // The documented slack: a hung clean-up is waited for 100 ms, then left to run.
+        let took = started.elapsed();
+        assert!(took >= secs(1) && took <= ms(1250), "{op:?}: {took:?}");
         holder.release().await.unwrap();
     }
 }
@@ -183,9 +185,27 @@ async fn finding_5_huge_durations_never_panic() {
         max_delay: Duration::MAX,
         ..RetryPolicy::default()
     };
-    // A waiter whose poll delay grows towards Duration::MAX.
+    // A retry delay above an hour is rejected before sending; the longest accepted one is fine.
     let waiter = b.mutex("m").retry(huge).lock_timeout(secs(5)).lock().await;
-    assert!(matches!(waiter, Err(Error::NotAcquired { .. })));
+    assert!(
+        matches!(waiter, Err(Error::InvalidArgument { .. })),
+        "{waiter:?}"
+    );
+    let longest = RetryPolicy {
+        initial_delay: lock_core::MAX_RETRY_DELAY,
+        max_delay: lock_core::MAX_RETRY_DELAY,
+        ..RetryPolicy::default()
+    };
+    let waiter = b
+        .mutex("m")
+        .retry(longest)
+        .lock_timeout(secs(5))
+        .lock()
+        .await;
+    assert!(
+        matches!(waiter, Err(Error::NotAcquired { .. })),
+        "{waiter:?}"
+    );
     assert!(matches!(
         Locker::builder(Memory::new())
             .default_ttl(Duration::MAX)

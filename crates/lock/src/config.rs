@@ -46,10 +46,11 @@ use std::time::Duration;
 /// The prefix of every variable this crate reads.
 pub const ENV_PREFIX: &str = "LOCK_";
 
-/// The longest delay `LOCK_RETRY_INITIAL_DELAY` and `LOCK_RETRY_MAX_DELAY` accept: one hour.
-/// They pace the fallback poll and the retries after backend errors; a longer pause would
-/// leave a waiter asleep long after the lock came free.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+/// The longest delay `LOCK_RETRY_INITIAL_DELAY` and `LOCK_RETRY_MAX_DELAY` accept: one hour,
+/// the same limit as [`RetryPolicy::validate`](lock_core::RetryPolicy::validate). They pace
+/// the fallback poll and the retries after backend errors; a longer pause would leave a waiter
+/// asleep long after the lock came free.
+pub use lock_core::MAX_RETRY_DELAY;
 
 /// A `LOCK_*` environment variable that is not in the table (a typo, or a variable of another
 /// version), with the known variable whose name is closest when one is close. Variables
@@ -627,11 +628,12 @@ impl Config {
                 ),
             );
         }
-        if self.default_ttl > lock_core::MAX_TTL {
+        if self.default_ttl > lock_core::MAX_TTL || self.default_ttl < lock_core::MIN_TTL {
             return fail(
                 DEFAULT_TTL,
                 format!(
-                    "{} is out of range: a lease TTL must be at most one year (365 days)",
+                    "{} is out of range: a lease TTL must be at least 10ms and at most one year \
+                     (365 days)",
                     show(DEFAULT_TTL, self.default_ttl)
                 ),
             );
