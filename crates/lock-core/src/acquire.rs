@@ -258,6 +258,11 @@ impl HandleCore {
         let past_deadline = || deadline.is_some_and(|d| Instant::now() >= d);
 
         let mut sent = started;
+        // The send time of the earliest attempt with this lease id whose outcome is unknown
+        // (it failed or timed out: the backend may have granted it then). A backend that
+        // answers a retry with that earlier grant may not have refreshed it, so the lease's
+        // validity counts from there.
+        let mut unknown_since: Option<Instant> = None;
         loop {
             attempts += 1;
             let outcome =
@@ -271,6 +276,7 @@ impl HandleCore {
                 };
             let wake_at = match outcome {
                 Ok(Acquired::Granted { token }) => {
+                    let sent = unknown_since.map_or(sent, |since| since.min(sent));
                     if Instant::now() >= valid_until(sent, ttl) {
                         // The answer came too late to trust the lease: give it back and go on
                         // (under a new lease id, so the late release cannot hit a new grant).
@@ -287,6 +293,7 @@ impl HandleCore {
                         request.lease_id = LeaseId::generate();
                         abandon.lease = request.lease_id;
                         abandon.armed = true;
+                        unknown_since = None;
                         errors += 1;
                         let late = late_grant(backend.name(), sent, ttl);
                         if let Err(e) = check_errors(errors, retry, late) {
@@ -381,6 +388,7 @@ impl HandleCore {
                 }
                 Err(e) if e.is_retryable() => {
                     // The backend may have applied the request: clean up if this is the end.
+                    unknown_since.get_or_insert(sent);
                     errors += 1;
                     if once {
                         abandon.withdraw();

@@ -141,6 +141,12 @@ fn try_acquire(
     } else if entry.limit != request.limit {
         return Err(request.limit_mismatch(entry.limit));
     }
+    // A retry of a request whose grant was applied but whose answer was lost: the lease is
+    // already ours. Adopt it, from now.
+    if let Some(lease) = entry.leases.iter_mut().find(|l| l.id == request.lease_id) {
+        lease.expires = after(now, request.ttl);
+        return Ok(Acquired::Granted { token: lease.token });
+    }
     let limit = u64::from(entry.limit);
     let mine = entry
         .claims
