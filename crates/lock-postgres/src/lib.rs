@@ -169,6 +169,20 @@ impl Postgres {
         let inner = &self.inner;
         let akey = advisory_key(&request.key);
         let exclusive = request.mode == Mode::Exclusive;
+        // A retry of a request this process was granted (its answer lost): the advisory lock
+        // is ours, on the session kept for the lease. Adopt the lease on that session, from
+        // now, instead of waiting behind our own lock.
+        let mine = locked(&inner.sessions.held).remove(&request.lease_id);
+        if let Some(mut session) = mine {
+            let grant = Grant::Allowed {
+                pid: Some(session.pid),
+                akey,
+            };
+            let outcome = inner.sql.acquire(&mut session.conn, request, grant).await;
+            // Whatever the answer, the session stays with the lease: its release ends both.
+            locked(&inner.sessions.held).insert(request.lease_id, session);
+            return outcome.map(|(outcome, _)| outcome);
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;

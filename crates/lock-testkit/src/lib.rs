@@ -86,6 +86,7 @@ macro_rules! conformance_tests {
             try_lock_is_one_round_trip,
             shorter_extend_replans_keeper,
             applied_then_cancelled_leaves_nothing,
+            applied_grant_is_adopted_on_retry,
             hung_release_and_extend_are_bounded,
             dropped_guard_released_from_any_thread,
             zero_lock_timeout_is_one_attempt,

@@ -221,6 +221,33 @@ pub async fn applied_then_cancelled_leaves_nothing(env: &TestEnv) {
     );
 }
 
+/// An acquisition whose first attempt was granted but answered with an error is granted on
+/// its retry at once (the backend adopts the grant of the same lease id instead of waiting
+/// behind it), and it is the only holder.
+pub async fn applied_grant_is_adopted_on_retry(env: &TestEnv) {
+    let name = env.name("m");
+    let (a, faults) = faulty(env, Duration::from_secs(15));
+    faults.next(Op::Acquire, Fault::ApplyThenFail);
+    let started = Instant::now();
+    let guard = a
+        .mutex(&name)
+        .ttl(LONG_TTL)
+        .lock_timeout(Duration::from_secs(15))
+        .lock()
+        .await
+        .expect("the retry after an applied grant");
+    assert!(
+        started.elapsed() < CLEAN_UP,
+        "the retry waited {:?} behind its own grant",
+        started.elapsed()
+    );
+    let holders = env.b.inspect(&name).await.unwrap();
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert_eq!(holders[0].token, guard.token());
+    guard.release().await.unwrap();
+    assert!(env.b.inspect(&name).await.unwrap().is_empty());
+}
+
 /// A release or an extension that hangs returns within the request timeout, and the guard's
 /// state is right afterwards: a hung extension leaves it held and usable, a hung release
 /// reports the failure.
