@@ -1,74 +1,34 @@
 //! The auto-extension keeper and TTLs on tokio's clock, on the memory backend.
 //!
-//! `CutOff` wraps the memory backend and can make every call fail as if the network were cut,
-//! while the leases live on in the store: this shows that a holder is declared lost *before*
-//! its lease could expire on the backend.
+//! `cut` makes every call through a [`Faults`] wrapper fail as if the network were cut, while
+//! the leases live on in the store: this shows that a holder is declared lost *before* its
+//! lease could expire on the backend.
 
-use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, LeaseId, LockInfo, LockKey, Locker, Result,
-    Subscription,
-};
+use lock_core::{Error, Locker};
 use lock_memory::Memory;
+use lock_testkit::faults::{Fault, Faults, Op};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-#[derive(Clone)]
-struct CutOff {
-    store: Memory,
-    cut: Arc<AtomicBool>,
-}
-
-impl CutOff {
-    fn check(&self) -> Result<()> {
-        if self.cut.load(Ordering::SeqCst) {
-            Err(Error::unavailable(
-                "memory",
-                std::io::Error::other("cut off"),
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Backend for CutOff {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-    async fn acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
-        self.check()?;
-        self.store.acquire(request).await
-    }
-    async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
-        self.check()?;
-        self.store.release(key, lease).await
-    }
-    async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
-        self.check()?;
-        self.store.extend(key, lease, ttl).await
-    }
-    async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
-        self.check()?;
-        self.store.inspect(name).await
-    }
-    async fn force_release(&self, name: &str) -> Result<usize> {
-        self.check()?;
-        self.store.force_release(name).await
-    }
-    async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
-        self.store.subscribe(request).await
+/// Every later call but subscriptions fails, until `faults.clear()`.
+fn cut(faults: &Faults) {
+    for op in [
+        Op::Acquire,
+        Op::Release,
+        Op::Extend,
+        Op::Inspect,
+        Op::ForceRelease,
+    ] {
+        faults.always(op, Fault::Fail);
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn cut_off_holder_is_lost_before_its_lease_expires() {
     let store = Memory::new();
-    let cut = Arc::new(AtomicBool::new(false));
-    let locker = Locker::with_backend(CutOff {
-        store: store.clone(),
-        cut: cut.clone(),
-    });
+    let faults = Faults::wrap(store.clone());
+    let locker = Locker::with_backend(faults.clone());
     let observer = Locker::with_backend(store.clone());
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
@@ -87,7 +47,7 @@ async fn cut_off_holder_is_lost_before_its_lease_expires() {
     assert!(!guard.is_lost());
     assert_eq!(observer.inspect("job").await.unwrap().len(), 1);
 
-    cut.store(true, Ordering::SeqCst);
+    cut(&faults);
     let lost = guard.lost();
     tokio::time::timeout(Duration::from_secs(3), lost)
         .await
@@ -107,18 +67,15 @@ async fn cut_off_holder_is_lost_before_its_lease_expires() {
         1,
         "on_lost ran more than once"
     );
-    cut.store(false, Ordering::SeqCst);
+    faults.clear();
     assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
 }
 
 #[tokio::test(start_paused = true)]
 async fn transient_errors_are_retried_inside_the_window() {
     let store = Memory::new();
-    let cut = Arc::new(AtomicBool::new(false));
-    let locker = Locker::with_backend(CutOff {
-        store: store.clone(),
-        cut: cut.clone(),
-    });
+    let faults = Faults::wrap(store.clone());
+    let locker = Locker::with_backend(faults.clone());
     let guard = locker
         .mutex("job")
         .ttl(Duration::from_secs(6))
@@ -128,9 +85,9 @@ async fn transient_errors_are_retried_inside_the_window() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2) + Duration::from_millis(100)).await;
     // An outage shorter than the remaining validity is ridden out.
-    cut.store(true, Ordering::SeqCst);
+    cut(&faults);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cut.store(false, Ordering::SeqCst);
+    faults.clear();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(!guard.is_lost(), "a short outage must not lose the lock");
     guard.release().await.unwrap();
@@ -138,14 +95,12 @@ async fn transient_errors_are_retried_inside_the_window() {
 
 #[tokio::test(start_paused = true)]
 async fn backend_errors_end_acquisition_after_max_attempts() {
-    let cut = Arc::new(AtomicBool::new(true));
-    let locker = Locker::with_backend(CutOff {
-        store: Memory::new(),
-        cut,
-    });
+    let faults = Faults::wrap(Memory::new());
+    cut(&faults);
+    let locker = Locker::with_backend(faults);
     match locker.mutex("job").lock().await {
         Err(Error::ProviderUnavailable { source, .. }) => {
-            assert_eq!(source.to_string(), "cut off")
+            assert!(source.to_string().contains("injected fault"), "{source}")
         }
         other => panic!("expected ProviderUnavailable, got {other:?}"),
     }
