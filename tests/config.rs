@@ -1122,3 +1122,17 @@ fn provider_names_round_trip() {
         &["\"mysql\"", "memory, redis, postgres, etcd"],
     );
 }
+
+/// `LOCK_REQUEST_TIMEOUT` bounds each backend call of a locker made from the environment.
+#[tokio::test]
+async fn request_timeout_is_configured() {
+    assert_eq!(Config::default().request_timeout, Duration::from_secs(5));
+    let config = load(&[("LOCK_REQUEST_TIMEOUT", "750ms")]);
+    assert_eq!(config.request_timeout, Duration::from_millis(750));
+    let locker = lock::Locker::new(config).await.unwrap();
+    assert_eq!(locker.request_timeout(), Duration::from_millis(750));
+    for bad in ["0s", "2h"] {
+        let message = load_err(&[("LOCK_REQUEST_TIMEOUT", bad)]);
+        assert_mentions(&message, &["LOCK_REQUEST_TIMEOUT", bad]);
+    }
+}

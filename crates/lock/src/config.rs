@@ -10,6 +10,7 @@
 //! | `LOCK_RETRY_INITIAL_DELAY` | `50ms` | first delay of the error retry and of the fallback poll; at most `1h` ([`MAX_RETRY_DELAY`]) |
 //! | `LOCK_RETRY_MAX_DELAY` | `1s` | cap of both; at most `1h` |
 //! | `LOCK_RETRY_JITTER` | `0.1` | share of each delay taken off at random, in `0..=1` |
+//! | `LOCK_REQUEST_TIMEOUT` | `5s` | bound of each backend call that is not a wait (an attempt, a release, an extension, an inspection), above 0 and at most `1h` |
 //! | `LOCK_REDIS_URLS` | `redis://localhost:6379` | comma-separated; more than one = Redlock |
 //! | `LOCK_REDIS_PREFIX` | `lock:` | key prefix |
 //! | `LOCK_REDIS_QUORUM` | `0` | `0` = a majority of the URLs |
@@ -383,6 +384,10 @@ pub struct Config {
     pub owner_id: Option<String>,
     /// `LOCK_RETRY_*`: the retry policy of acquisitions.
     pub retry: RetryPolicy,
+    /// `LOCK_REQUEST_TIMEOUT`: the bound of each backend call that is not a wait; see
+    /// [`LockerBuilder::request_timeout`](lock_core::LockerBuilder::request_timeout). Default
+    /// 5 s.
+    pub request_timeout: Duration,
     /// `LOCK_REDIS_*`.
     pub redis: RedisConfig,
     /// `LOCK_POSTGRES_*`.
@@ -399,6 +404,7 @@ impl Default for Config {
             extend_interval: Duration::from_secs(10),
             owner_id: None,
             retry: RetryPolicy::default(),
+            request_timeout: lock_core::DEFAULT_REQUEST_TIMEOUT,
             redis: RedisConfig::default(),
             postgres: PostgresConfig::default(),
             etcd: EtcdConfig::default(),
@@ -540,6 +546,9 @@ impl Config {
         if let Some(v) = raw.retry_jitter {
             config.retry.jitter = loader.parse(RETRY_JITTER, v, parse_fraction)?;
         }
+        if let Some(v) = raw.request_timeout {
+            config.request_timeout = loader.duration(REQUEST_TIMEOUT, v, &mut written)?;
+        }
         if let Some(v) = raw.redis_urls {
             config.redis.urls = loader.list(REDIS_URLS, v)?;
         }
@@ -611,9 +620,10 @@ impl Config {
             (DEFAULT_TTL, self.default_ttl),
             (EXTEND_INTERVAL, self.extend_interval),
             (RETRY_INITIAL_DELAY, self.retry.initial_delay),
+            (REQUEST_TIMEOUT, self.request_timeout),
         ] {
             if d.is_zero() {
-                return fail(var, format!("must be greater than 0, got {d:?}"));
+                return fail(var, format!("must be greater than 0, got {}", show(var, d)));
             }
         }
         if self.extend_interval >= self.default_ttl {
@@ -641,12 +651,13 @@ impl Config {
         for (var, d) in [
             (RETRY_INITIAL_DELAY, self.retry.initial_delay),
             (RETRY_MAX_DELAY, self.retry.max_delay),
+            (REQUEST_TIMEOUT, self.request_timeout),
         ] {
             if d > MAX_RETRY_DELAY {
                 return fail(
                     var,
                     format!(
-                        "{} is out of range: retry delays must be at most {}",
+                        "{} is out of range: it must be at most {}",
                         show(var, d),
                         show_duration(MAX_RETRY_DELAY)
                     ),
@@ -774,6 +785,7 @@ vars! {
     RETRY_INITIAL_DELAY = "LOCK_RETRY_INITIAL_DELAY", "retry_initial_delay";
     RETRY_MAX_DELAY = "LOCK_RETRY_MAX_DELAY", "retry_max_delay";
     RETRY_JITTER = "LOCK_RETRY_JITTER", "retry_jitter";
+    REQUEST_TIMEOUT = "LOCK_REQUEST_TIMEOUT", "request_timeout";
     REDIS_URLS = "LOCK_REDIS_URLS", "redis_urls";
     REDIS_PREFIX = "LOCK_REDIS_PREFIX", "redis_prefix";
     REDIS_QUORUM = "LOCK_REDIS_QUORUM", "redis_quorum";
@@ -785,7 +797,7 @@ vars! {
 }
 
 /// Every variable of the table.
-const KNOWN: [Var; 16] = [
+const KNOWN: [Var; 17] = [
     PROVIDER,
     DEFAULT_TTL,
     EXTEND_INTERVAL,
@@ -794,6 +806,7 @@ const KNOWN: [Var; 16] = [
     RETRY_INITIAL_DELAY,
     RETRY_MAX_DELAY,
     RETRY_JITTER,
+    REQUEST_TIMEOUT,
     REDIS_URLS,
     REDIS_PREFIX,
     REDIS_QUORUM,
@@ -912,6 +925,7 @@ struct Raw {
     retry_initial_delay: Option<RawValue>,
     retry_max_delay: Option<RawValue>,
     retry_jitter: Option<RawValue>,
+    request_timeout: Option<RawValue>,
     redis_urls: Option<RawValue>,
     redis_prefix: Option<RawValue>,
     redis_quorum: Option<RawValue>,

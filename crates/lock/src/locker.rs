@@ -63,7 +63,8 @@ impl Locker {
         let mut builder = lock_core::Locker::builder_dyn(backend)
             .default_ttl(config.default_ttl)
             .extend_interval(config.extend_interval)
-            .retry(config.retry);
+            .retry(config.retry)
+            .request_timeout(config.request_timeout);
         if let Some(owner) = config.owner_id {
             builder = builder.owner(owner);
         }
