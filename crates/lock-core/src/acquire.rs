@@ -199,9 +199,9 @@ impl HandleCore {
             message: "locks need a tokio runtime (none is running on this thread)".into(),
         })?;
         let live = &self.shared.live;
-        if live.is_closed() {
-            return Err(Error::Closed);
-        }
+        // Counted until this acquisition ends, so `close` waits for it (after `abandon` below
+        // has spawned any clean-up: locals drop in reverse order).
+        let _active = live.enter()?;
 
         let backend = &self.shared.backend;
         let request_timeout = self.shared.request_timeout;
@@ -331,6 +331,9 @@ impl HandleCore {
                     }
                 }
                 Ok(Acquired::Busy { retry_after }) => {
+                    // Every backend adopts an earlier grant of this lease id (a conformance
+                    // property): busy means there is none, and a later grant is from now on.
+                    unknown_since = None;
                     errors = 0;
                     contended = true;
                     if once {

@@ -54,8 +54,11 @@ pub(crate) struct Live {
     /// Releases still running in the background (dropped guards, withdrawn claims); `close`
     /// waits for them.
     releasing: AtomicUsize,
-    /// Woken when a background release ends.
-    released: Notify,
+    /// Acquisitions running; `close` waits for them to end (and hand their leases or claims
+    /// to background releases).
+    acquiring: AtomicUsize,
+    /// Woken when a background release or an acquisition ends.
+    idle: Notify,
     closed: AtomicBool,
     /// Woken by `close`: waiting acquisitions end.
     closing: Notify,
@@ -124,7 +127,7 @@ impl Live {
         impl Drop for Done {
             fn drop(&mut self) {
                 self.0.releasing.fetch_sub(1, Ordering::SeqCst);
-                self.0.released.notify_waiters();
+                self.0.idle.notify_waiters();
             }
         }
         self.releasing.fetch_add(1, Ordering::SeqCst);
@@ -135,19 +138,45 @@ impl Live {
         })
     }
 
-    /// Waits until no background release is running, or until `end`.
-    pub(crate) async fn releases_done(&self, end: Instant) {
+    /// Counts an acquisition until the returned value is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the locker was closed.
+    pub(crate) fn enter(self: &Arc<Self>) -> Result<Acquiring> {
+        self.acquiring.fetch_add(1, Ordering::SeqCst);
+        let active = Acquiring(Arc::clone(self));
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(active)
+    }
+
+    /// Waits until no acquisition and no background release is running, or until `end`.
+    pub(crate) async fn settled(&self, end: Instant) {
         loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self.releasing.load(Ordering::SeqCst) == 0 {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.acquiring.load(Ordering::SeqCst) == 0
+                && self.releasing.load(Ordering::SeqCst) == 0
+            {
                 return;
             }
-            if tokio::time::timeout_at(end, released).await.is_err() {
+            if tokio::time::timeout_at(end, idle).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+/// An acquisition in progress, counted in [`Live`] until dropped.
+pub(crate) struct Acquiring(Arc<Live>);
+
+impl Drop for Acquiring {
+    fn drop(&mut self) {
+        self.0.acquiring.fetch_sub(1, Ordering::SeqCst);
+        self.0.idle.notify_waiters();
     }
 }
 
@@ -324,6 +353,7 @@ impl Held {
             if sooner {
                 state.valid_until = until;
                 state.ttl = ttl;
+                state.sent = sent;
             }
             sooner
         };

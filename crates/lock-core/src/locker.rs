@@ -235,10 +235,12 @@ impl Locker {
                 Ok(false) | Err(_) => report.not_released += 1,
             }
         }
-        // Releases running in the background (dropped guards, withdrawn claims), each bounded
-        // by the request timeout: wait for them, so the backend is not closed under them.
-        let end = tokio::time::Instant::now() + self.shared.request_timeout;
-        self.shared.live.releases_done(end).await;
+        // Acquisitions still running (each ends within the request timeout once woken by the
+        // close, handing what it got to a background release) and background releases
+        // (dropped guards, withdrawn claims), each bounded by the request timeout: wait for
+        // them, so the backend is not closed under them.
+        let end = tokio::time::Instant::now() + self.shared.request_timeout * 2;
+        self.shared.live.settled(end).await;
         let _ = tokio::time::timeout(self.shared.request_timeout, self.shared.backend.close_dyn())
             .await;
         report

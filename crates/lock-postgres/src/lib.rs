@@ -179,8 +179,14 @@ impl Postgres {
                 akey,
             };
             let outcome = inner.sql.acquire(&mut session.conn, request, grant).await;
-            // Whatever the answer, the session stays with the lease: its release ends both.
-            locked(&inner.sessions.held).insert(request.lease_id, session);
+            match &outcome {
+                Ok((Acquired::Granted { .. }, _)) => {
+                    locked(&inner.sessions.held).insert(request.lease_id, session);
+                }
+                // Not ours after all (the lease had expired), or the session failed: end the
+                // session, and its advisory lock with it.
+                _ => drop(session),
+            }
             return outcome.map(|(outcome, _)| outcome);
         }
         let mut attempts = 0;

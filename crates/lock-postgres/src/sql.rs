@@ -389,6 +389,11 @@ impl Sql {
                 .await?;
             live_pids.extend(colliding.into_iter().filter_map(|(pid,)| pid));
         }
+        // Never end the session this transaction runs on (a retry adopting its own expired
+        // lease on the lease's session).
+        if let Grant::Allowed { pid: Some(own), .. } = grant {
+            live_pids.retain(|pid| *pid != own);
+        }
         // Hung holders: their leases expired but their sessions still hold the advisory lock.
         terminate(&mut tx, &live_pids, crate::TERMINATE_WAIT_MS).await?;
         let terminated = !live_pids.is_empty();

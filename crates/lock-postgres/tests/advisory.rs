@@ -83,3 +83,43 @@ async fn colliding_advisory_keys_only_cost_contention() {
     a.close().await;
     b.close().await;
 }
+
+/// A grant applied but answered with an error, retried only after its lease expired: the
+/// retry adopts the lease's own session without ending it (its own expired row names that
+/// session as a hung holder), and is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_retry_of_a_lost_grant_does_not_end_its_own_session() {
+    use lock_testkit::faults::{Fault, Faults, Op};
+    let (a, b) = match common::lockers(PostgresMode::Advisory).await {
+        Ok(lockers) => lockers,
+        Err(reason) if require_servers() => panic!("server required: {reason}"),
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let faults = Faults::wrap_dyn(std::sync::Arc::clone(a.backend()));
+    let locker = lock_core::Locker::with_backend(faults.clone());
+    faults.nth(Op::Acquire, 1, Fault::ApplyThenFail);
+    let slow_retry = lock_core::RetryPolicy {
+        initial_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(2),
+        jitter: 0.0,
+        ..lock_core::RetryPolicy::default()
+    };
+    let name = format!("late-retry-{}", ulid::Ulid::generate());
+    let guard = locker
+        .mutex(&name)
+        .ttl(Duration::from_secs(1))
+        .retry(slow_retry)
+        .lock_timeout(Duration::from_secs(20))
+        .lock()
+        .await
+        .expect("the late retry of a lost grant");
+    // The retry may itself count as late (its validity counts from the lost attempt) and be
+    // followed by a third attempt; what matters is that the session survived and it is held.
+    assert!(faults.calls(Op::Acquire) >= 2);
+    assert!(b.mutex(&name).try_lock().await.unwrap().is_none());
+    guard.release().await.unwrap();
+    assert!(b.inspect(&name).await.unwrap().is_empty());
+}
