@@ -284,8 +284,17 @@ impl Etcd {
             }
             let mine = entries.iter().find(|e| e.key == own_key.as_bytes());
             if let Some(mine) = mine.filter(|m| m.stored.held) {
-                // A re-sent request whose grant went through: the key exists, so its lease is
-                // alive at this read.
+                // A re-sent request whose grant went through (its reply, or the check after
+                // it, was lost). Its lease was granted for an earlier attempt, but the caller
+                // counts the grant's validity from this one: renew the lease first. The
+                // keep-alive is sent after this attempt, so the lease then lasts at least its
+                // TTL past this attempt's start. Gone meanwhile: busy, and the next attempt
+                // starts over.
+                if !self.keep_alive(mine.lease).await? {
+                    return Ok(Acquired::Busy {
+                        retry_after: Some(Duration::ZERO),
+                    });
+                }
                 return Ok(Acquired::Granted {
                     token: FencingToken(mine.token()),
                 });

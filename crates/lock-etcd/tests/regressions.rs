@@ -1,0 +1,172 @@
+//! Regression tests for the correctness findings of the etcd review (E-1 .. E-7 in
+//! `reviews/postgres-etcd.md`), against the cluster named by `LOCK_TEST_ETCD_ENDPOINTS`. Each
+//! was seen failing before its fix.
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use lock_core::{
+    AcquireRequest, Acquired, Backend, Error, LeaseId, LockKey, LockKind, Locker, Mode,
+    RetryPolicy,
+};
+use lock_etcd::{Etcd, EtcdConfig};
+use lock_testkit::faults::{Fault, Faults, Op};
+use lock_testkit::{TcpProxy, require_servers};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The cluster's endpoints, a backend on them under a prefix of its own, and that prefix.
+struct Env {
+    endpoints: Vec<String>,
+    prefix: String,
+    etcd: Etcd,
+}
+
+impl Env {
+    async fn new(test: &str) -> Option<Env> {
+        let reason = match std::env::var("LOCK_TEST_ETCD_ENDPOINTS") {
+            Ok(endpoints) => {
+                let endpoints: Vec<String> = endpoints
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let prefix = format!("/lock-test-regressions/{}/", ulid::Ulid::generate());
+                let config = EtcdConfig::new(endpoints.clone()).with_prefix(prefix.clone());
+                match Etcd::connect(config).await {
+                    Ok(etcd) => {
+                        return Some(Env {
+                            endpoints,
+                            prefix,
+                            etcd,
+                        });
+                    }
+                    Err(e) => format!("etcd at {endpoints:?} unreachable: {e}"),
+                }
+            }
+            Err(_) => "LOCK_TEST_ETCD_ENDPOINTS is not set".to_owned(),
+        };
+        assert!(
+            !require_servers(),
+            "{test}: server required (LOCK_TEST_REQUIRE_SERVERS=1) but missing: {reason}"
+        );
+        println!("skipped {test}: {reason}");
+        None
+    }
+
+    /// Another backend on the same cluster and prefix, through `endpoints`.
+    async fn backend(&self, endpoints: Vec<String>) -> Etcd {
+        let config = EtcdConfig::new(endpoints).with_prefix(self.prefix.clone());
+        Etcd::connect(config).await.unwrap()
+    }
+
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect(&self.endpoints, None)
+            .await
+            .unwrap()
+    }
+
+    /// Every key under this test's prefix: (key, value, lease).
+    async fn keys(&self) -> Vec<(String, serde_json::Value, i64)> {
+        let mut client = self.client().await;
+        let response = client
+            .get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    serde_json::from_slice(kv.value()).unwrap(),
+                    kv.lease(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn request(key: &LockKey, mode: Mode, permits: u32, limit: u32, ttl: Duration) -> AcquireRequest {
+    AcquireRequest::new(
+        key.clone(),
+        LeaseId::generate(),
+        Arc::from("regression-test"),
+        mode,
+        permits,
+        limit,
+        ttl,
+        Arc::default(),
+    )
+}
+
+fn waiting(mut request: AcquireRequest) -> AcquireRequest {
+    request.claim = Some(secs(2));
+    request
+}
+
+async fn granted(etcd: &Etcd, request: &AcquireRequest) {
+    match etcd.acquire(request).await.unwrap() {
+        Acquired::Granted { .. } => {}
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+async fn busy(etcd: &Etcd, request: &AcquireRequest) {
+    match etcd.acquire(request).await.unwrap() {
+        Acquired::Busy { .. } => {}
+        other => panic!("expected busy, got {other:?}"),
+    }
+}
+
+/// E-1: a grant applied whose reply was lost is found again by the retry (same lease id). The
+/// retry must refresh the lease: the holder counts its validity from the retry, and nobody else
+/// may be granted the lock while the holder's guard is still valid.
+#[tokio::test]
+async fn e1_a_resent_grant_is_valid_as_long_as_its_guard_says() {
+    let Some(env) = Env::new("e1_a_resent_grant_is_valid_as_long_as_its_guard_says").await else {
+        return;
+    };
+    let faults = Faults::wrap(env.etcd.clone());
+    // The first attempt's grant goes through; its reply is lost.
+    faults.nth(Op::Acquire, 1, Fault::ApplyThenFail);
+    let holder = Locker::with_backend(faults.clone());
+    let other = Locker::with_backend(env.backend(env.endpoints.clone()).await);
+    let gap = secs(3);
+    let guard = holder
+        .mutex("e1")
+        .ttl(secs(5))
+        .auto_extend(false)
+        .retry(RetryPolicy {
+            max_attempts: 0,
+            initial_delay: gap,
+            max_delay: gap,
+            jitter: 0.0,
+        })
+        .lock_timeout(secs(30))
+        .lock()
+        .await
+        .unwrap();
+    assert_eq!(faults.calls(Op::Acquire), 2, "the grant was not re-sent");
+
+    // Until the guard stops being valid, the lock must stay held on the server.
+    let end = guard.valid_until();
+    while Instant::now() + Duration::from_millis(200) < end {
+        if guard.is_lost() {
+            break;
+        }
+        if let Some(stolen) = other.mutex("e1").try_lock().await.unwrap() {
+            panic!(
+                "another client was granted the lock {:?} before the holder's guard ends: {stolen:?}",
+                end - Instant::now()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = guard.release().await;
+}
