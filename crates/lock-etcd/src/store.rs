@@ -106,6 +106,20 @@ where
         .map_err(|f| f.into_error(what, timeout))
 }
 
+/// etcd's largest lease TTL (`MaxLeaseTTL`), in seconds: a longer one is refused.
+const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
+
+/// A TTL etcd refuses is an invalid argument, not a failure worth retrying. (`lock-core`
+/// already caps TTLs at a year; this guards direct callers of the backend.)
+fn check_lease_ttl(ttl: Duration) -> Result<()> {
+    if lease_secs(ttl) > MAX_LEASE_TTL_SECS {
+        return Err(Error::invalid_argument(format!(
+            "ttl {ttl:?} is above etcd's maximum lease TTL of {MAX_LEASE_TTL_SECS} s"
+        )));
+    }
+    Ok(())
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
     header
         .map(etcd_client::ResponseHeader::revision)
@@ -209,7 +223,9 @@ impl Etcd {
         Ok((entries, revision))
     }
 
-    async fn grant_lease(&self, ttl: Duration) -> Result<i64> {
+    /// Grants a lease of at least `ttl`: its id and the TTL in seconds the server granted (etcd
+    /// raises a TTL below its minimum, about 2 s on a default cluster).
+    async fn grant_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
         let response = rpc(self.timeout, "lease grant", || {
             let mut lease = self.client.lease_client();
             async move { lease.grant(lease_secs(ttl), None).await }
@@ -221,7 +237,16 @@ impl Etcd {
                 response.error()
             )));
         }
-        Ok(response.id())
+        if response.ttl() < lease_secs(ttl) {
+            // Never seen: etcd only raises TTLs. A shorter lease would break the caller's
+            // validity, so it is not used.
+            self.revoke_quietly(response.id()).await;
+            return Err(unavailable(format!(
+                "etcd granted a lease of {} s for a TTL of {ttl:?}",
+                response.ttl()
+            )));
+        }
+        Ok((response.id(), response.ttl()))
     }
 
     /// Revokes a lease, ignoring failures: it expires by itself anyway.
@@ -275,6 +300,7 @@ impl Etcd {
 
     /// One acquisition attempt on a consistent read of the lock's entries.
     async fn try_acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        check_lease_ttl(request.ttl)?;
         let base = lock_prefix(&self.prefix, &request.key);
         let own_key = self.own_key(&request.key, request.lease_id);
         for _ in 0..CONFLICT_RETRIES {
@@ -312,7 +338,7 @@ impl Etcd {
                 .sum();
 
             if held + ahead + request.weight() <= u64::from(request.limit) {
-                let lease = self.grant_lease(request.ttl).await?;
+                let (lease, granted_ttl) = self.grant_lease(request.ttl).await?;
                 let stored = Stored {
                     held: true,
                     owner: request.owner.to_string(),
@@ -320,7 +346,8 @@ impl Etcd {
                     permits: request.permits,
                     limit: request.limit,
                     token: None,
-                    lease_ttl: lease_secs(request.ttl),
+                    lease_ttl: granted_ttl,
+                    asked_ttl: Some(lease_secs(request.ttl)),
                     metadata: (*request.metadata).clone(),
                 };
                 // Granted only if nothing in the set was created or changed since the read
@@ -377,7 +404,7 @@ impl Etcd {
                 return Ok(Acquired::Busy { retry_after: None });
             }
             // No claim yet (or it expired): queue at the back, in revision order.
-            let lease = self.grant_lease(claim_ttl).await?;
+            let (lease, granted_ttl) = self.grant_lease(claim_ttl).await?;
             let stored = Stored {
                 held: false,
                 owner: request.owner.to_string(),
@@ -385,7 +412,8 @@ impl Etcd {
                 permits: request.permits,
                 limit: request.limit,
                 token: None,
-                lease_ttl: lease_secs(claim_ttl),
+                lease_ttl: granted_ttl,
+                asked_ttl: Some(lease_secs(claim_ttl)),
                 metadata: Default::default(),
             };
             let txn = Txn::new()
@@ -483,13 +511,15 @@ impl Backend for Etcd {
         let expired = || Error::Expired {
             name: key.name().to_owned(),
         };
+        check_lease_ttl(ttl)?;
         let secs = lease_secs(ttl);
         for _ in 0..CONFLICT_RETRIES {
             let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
             let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
                 return Err(expired());
             };
-            if entry.stored.lease_ttl == secs {
+            // A fresh lease for `secs` would get the TTL the current one has: keep it alive.
+            if entry.stored.lease_ttl == secs || entry.stored.asked_ttl == Some(secs) {
                 return if self.keep_alive(entry.lease).await? {
                     Ok(())
                 } else {
@@ -500,10 +530,11 @@ impl Backend for Etcd {
             if !self.keep_alive(entry.lease).await? {
                 return Err(expired());
             }
-            let new_lease = self.grant_lease(ttl).await?;
+            let (new_lease, granted_ttl) = self.grant_lease(ttl).await?;
             let mut stored = entry.stored.clone();
             stored.token = Some(entry.token());
-            stored.lease_ttl = secs;
+            stored.lease_ttl = granted_ttl;
+            stored.asked_ttl = Some(secs);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     own_key.clone(),

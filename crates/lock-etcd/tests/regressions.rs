@@ -170,3 +170,59 @@ async fn e1_a_resent_grant_is_valid_as_long_as_its_guard_says() {
     }
     let _ = guard.release().await;
 }
+
+/// E-4: etcd grants at least its minimum TTL (2 s on a default cluster). The stored TTL is the
+/// one the server granted, and extending with that TTL is a keep-alive of the same lease.
+#[tokio::test]
+async fn e4_the_stored_lease_ttl_is_the_granted_one() {
+    let Some(env) = Env::new("e4_the_stored_lease_ttl_is_the_granted_one").await else {
+        return;
+    };
+    let key = LockKey::new("e4", LockKind::Mutex).unwrap();
+    let holder = request(&key, Mode::Exclusive, 1, 1, secs(1));
+    granted(&env.etcd, &holder).await;
+    let keys = env.keys().await;
+    assert_eq!(keys.len(), 1);
+    let (_, value, lease) = &keys[0];
+    let mut client = env.client().await;
+    let granted_ttl = client.lease_time_to_live(*lease, None).await.unwrap().granted_ttl();
+    assert_eq!(
+        value["lease_ttl"].as_i64(),
+        Some(granted_ttl),
+        "stored {value}, granted {granted_ttl} s"
+    );
+
+    // Extending with the asked TTL or the granted one keeps the lease (a keep-alive).
+    for ttl in [secs(1), Duration::from_secs(u64::try_from(granted_ttl).unwrap())] {
+        env.etcd.extend(&key, holder.lease_id, ttl).await.unwrap();
+        let keys = env.keys().await;
+        assert_eq!(keys[0].2, *lease, "extend({ttl:?}) moved the key to another lease");
+    }
+    env.etcd.release(&key, holder.lease_id).await.unwrap();
+}
+
+/// E-6: a TTL above etcd's maximum lease TTL is an invalid argument, not a retryable failure.
+#[tokio::test]
+async fn e6_a_ttl_above_etcds_maximum_is_invalid() {
+    let Some(env) = Env::new("e6_a_ttl_above_etcds_maximum_is_invalid").await else {
+        return;
+    };
+    let key = LockKey::new("e6", LockKind::Mutex).unwrap();
+    let huge = secs(10_000_000_000);
+    let err = env
+        .etcd
+        .acquire(&request(&key, Mode::Exclusive, 1, 1, huge))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+
+    let holder = request(&key, Mode::Exclusive, 1, 1, secs(5));
+    granted(&env.etcd, &holder).await;
+    let err = env
+        .etcd
+        .extend(&key, holder.lease_id, huge)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    env.etcd.release(&key, holder.lease_id).await.unwrap();
+}
