@@ -3,7 +3,9 @@
 use crate::config::{EtcdConfig, split_credentials};
 use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
     Subscription,
@@ -582,8 +584,10 @@ impl Backend for Etcd {
                 continue; // expired since the read
             }
             let key = LockKey::new(name, kind)?;
-            let expires_at =
-                SystemTime::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+            // etcd truncates the remaining TTL to whole seconds: the lease ends within the
+            // second after `ttl`. Report that second's end, never an expiry before the real one.
+            let expires_at = SystemTime::now()
+                + Duration::from_secs(u64::try_from(ttl).unwrap_or(0).saturating_add(1));
             holders.push(LockInfo::new(
                 &key,
                 entry.stored.owner.clone(),
@@ -601,17 +605,34 @@ impl Backend for Etcd {
     async fn force_release(&self, name: &str) -> Result<usize> {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
-        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
-        // Each key read is deleted only if unchanged since the read, then its lease revoked: a
-        // waiter granted meanwhile (its claim re-written as a lease) came after this
-        // force-release and keeps its grant.
-        let mut held = 0;
-        for entry in &entries {
-            if self.delete_entry(entry).await? && entry.stored.held {
-                held += 1;
+        // Every key of the name goes in one transaction, and only if no key was created or
+        // changed since the read (deletions only make less to delete): a holder re-written in
+        // between (an extend moving it to another lease, a waiter's grant) makes it read again
+        // instead of surviving uncounted. Then the leases are revoked, to free them at once.
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, revision) = self.read(prefix.clone().into_bytes(), true).await?;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
+                        .with_prefix(),
+                ])
+                .and_then([TxnOp::delete(
+                    prefix.clone(),
+                    Some(DeleteOptions::new().with_prefix()),
+                )]);
+            if self.txn(txn).await?.0 {
+                for entry in &entries {
+                    self.revoke_quietly(entry.lease).await;
+                }
+                return Ok(entries.iter().filter(|e| e.stored.held).count());
             }
         }
-        Ok(held)
+        Err(unavailable(format!(
+            "force-release of {name:?} kept conflicting with concurrent writes"
+        )))
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {

@@ -226,3 +226,89 @@ async fn e6_a_ttl_above_etcds_maximum_is_invalid() {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
     env.etcd.release(&key, holder.lease_id).await.unwrap();
 }
+
+/// E-5: etcd reports a lease's remaining TTL in whole seconds, truncated. `inspect` must not
+/// report an expiry before the one the server can have: at least the grant's send time + TTL.
+#[tokio::test]
+async fn e5_inspect_never_reports_an_expiry_before_the_lease_ends() {
+    let Some(env) = Env::new("e5_inspect_never_reports_an_expiry_before_the_lease_ends").await
+    else {
+        return;
+    };
+    let key = LockKey::new("e5", LockKind::Mutex).unwrap();
+    let ttl = secs(3);
+    let holder = request(&key, Mode::Exclusive, 1, 1, ttl);
+    let sent = SystemTime::now();
+    granted(&env.etcd, &holder).await;
+    let holders = env.etcd.inspect("e5").await.unwrap();
+    assert_eq!(holders.len(), 1);
+    let expires_at = holders[0].expires_at;
+    assert!(
+        expires_at >= sent + ttl,
+        "inspect says the lease expires {:?} before it can",
+        (sent + ttl).duration_since(expires_at).unwrap_or_default()
+    );
+    env.etcd.release(&key, holder.lease_id).await.unwrap();
+}
+
+/// E-7: `force_release` removes every key of the name in one write: a holder re-written between
+/// its read and its delete (an extend moving it to another lease) cannot survive it.
+#[tokio::test]
+async fn e7_force_release_deletes_every_key_in_one_write() {
+    let Some(env) = Env::new("e7_force_release_deletes_every_key_in_one_write").await else {
+        return;
+    };
+    let semaphore = LockKey::new("e7", LockKind::Semaphore).unwrap();
+    let mutex = LockKey::new("e7", LockKind::Mutex).unwrap();
+    granted(&env.etcd, &request(&semaphore, Mode::Shared, 1, 3, secs(30))).await;
+    granted(&env.etcd, &request(&semaphore, Mode::Shared, 1, 3, secs(30))).await;
+    busy(
+        &env.etcd,
+        &waiting(request(&semaphore, Mode::Shared, 2, 3, secs(30))),
+    )
+    .await;
+    granted(&env.etcd, &request(&mutex, Mode::Exclusive, 1, 1, secs(30))).await;
+    assert_eq!(env.keys().await.len(), 4);
+
+    let mut client = env.client().await;
+    let revision = client
+        .get(env.prefix.clone(), Some(GetOptions::new().with_count_only()))
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut events = client
+        .watch(
+            env.prefix.clone(),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(env.etcd.force_release("e7").await.unwrap(), 3);
+    assert!(env.keys().await.is_empty());
+
+    let mut deletions = Vec::new();
+    while deletions.len() < 4 {
+        let message = tokio::time::timeout(secs(5), events.message())
+            .await
+            .expect("missing deletion events")
+            .unwrap()
+            .unwrap();
+        for event in message.events() {
+            assert_eq!(event.event_type(), EventType::Delete, "{event:?}");
+            deletions.push(event.kv().unwrap().mod_revision());
+        }
+    }
+    deletions.dedup();
+    assert_eq!(
+        deletions.len(),
+        1,
+        "the keys were deleted in separate writes at revisions {deletions:?}"
+    );
+}
