@@ -312,3 +312,43 @@ async fn e7_force_release_deletes_every_key_in_one_write() {
         "the keys were deleted in separate writes at revisions {deletions:?}"
     );
 }
+
+/// E-3: after its watch breaks, the follower must signal once the new watch is in place: a
+/// release between the waiter's re-check (prompted by the error) and the new watch would
+/// otherwise go unnoticed until the next poll.
+#[tokio::test]
+async fn e3_a_release_while_the_watch_is_re_established_is_signalled() {
+    let Some(env) = Env::new("e3_a_release_while_the_watch_is_re_established_is_signalled").await
+    else {
+        return;
+    };
+    let target: SocketAddr = env.endpoints[0].parse().unwrap();
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let waiter_backend = env.backend(vec![proxy.addr().to_string()]).await;
+
+    let key = LockKey::new("e3", LockKind::Mutex).unwrap();
+    let holder = request(&key, Mode::Exclusive, 1, 1, secs(30));
+    granted(&env.etcd, &holder).await;
+    let waiter = waiting(request(&key, Mode::Exclusive, 1, 1, secs(30)));
+    busy(&waiter_backend, &waiter).await;
+    let mut subscription = waiter_backend.subscribe(&waiter).await.unwrap();
+    // Let the follower settle on its predecessor (the holder).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Break the follower's watch: it signals the error; the waiter re-checks (still busy).
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.restore();
+    tokio::time::timeout(secs(10), subscription.changed())
+        .await
+        .expect("the broken watch was not signalled");
+    busy(&waiter_backend, &waiter).await;
+
+    // The holder releases while the follower sets up its next watch.
+    env.etcd.release(&key, holder.lease_id).await.unwrap();
+    tokio::time::timeout(secs(5), subscription.changed())
+        .await
+        .expect("the release during the watch's re-establishment was never signalled");
+    granted(&waiter_backend, &waiter).await;
+    waiter_backend.release(&key, waiter.lease_id).await.unwrap();
+}
