@@ -66,7 +66,10 @@ pub(crate) fn follow(
             })
             .await
             {
-                Ok(Next { signal: wake, at: event }) => {
+                Ok(Next {
+                    signal: wake,
+                    at: event,
+                }) => {
                     at = Some(event);
                     if wake {
                         signal();

@@ -4,8 +4,7 @@
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, LeaseId, LockKey, LockKind, Locker, Mode,
-    RetryPolicy,
+    AcquireRequest, Acquired, Backend, Error, LeaseId, LockKey, LockKind, Locker, Mode, RetryPolicy,
 };
 use lock_etcd::{Etcd, EtcdConfig};
 use lock_testkit::faults::{Fault, Faults, Op};
@@ -185,7 +184,11 @@ async fn e4_the_stored_lease_ttl_is_the_granted_one() {
     assert_eq!(keys.len(), 1);
     let (_, value, lease) = &keys[0];
     let mut client = env.client().await;
-    let granted_ttl = client.lease_time_to_live(*lease, None).await.unwrap().granted_ttl();
+    let granted_ttl = client
+        .lease_time_to_live(*lease, None)
+        .await
+        .unwrap()
+        .granted_ttl();
     assert_eq!(
         value["lease_ttl"].as_i64(),
         Some(granted_ttl),
@@ -193,10 +196,16 @@ async fn e4_the_stored_lease_ttl_is_the_granted_one() {
     );
 
     // Extending with the asked TTL or the granted one keeps the lease (a keep-alive).
-    for ttl in [secs(1), Duration::from_secs(u64::try_from(granted_ttl).unwrap())] {
+    for ttl in [
+        secs(1),
+        Duration::from_secs(u64::try_from(granted_ttl).unwrap()),
+    ] {
         env.etcd.extend(&key, holder.lease_id, ttl).await.unwrap();
         let keys = env.keys().await;
-        assert_eq!(keys[0].2, *lease, "extend({ttl:?}) moved the key to another lease");
+        assert_eq!(
+            keys[0].2, *lease,
+            "extend({ttl:?}) moved the key to another lease"
+        );
     }
     env.etcd.release(&key, holder.lease_id).await.unwrap();
 }
@@ -260,8 +269,16 @@ async fn e7_force_release_deletes_every_key_in_one_write() {
     };
     let semaphore = LockKey::new("e7", LockKind::Semaphore).unwrap();
     let mutex = LockKey::new("e7", LockKind::Mutex).unwrap();
-    granted(&env.etcd, &request(&semaphore, Mode::Shared, 1, 3, secs(30))).await;
-    granted(&env.etcd, &request(&semaphore, Mode::Shared, 1, 3, secs(30))).await;
+    granted(
+        &env.etcd,
+        &request(&semaphore, Mode::Shared, 1, 3, secs(30)),
+    )
+    .await;
+    granted(
+        &env.etcd,
+        &request(&semaphore, Mode::Shared, 1, 3, secs(30)),
+    )
+    .await;
     busy(
         &env.etcd,
         &waiting(request(&semaphore, Mode::Shared, 2, 3, secs(30))),
@@ -272,7 +289,10 @@ async fn e7_force_release_deletes_every_key_in_one_write() {
 
     let mut client = env.client().await;
     let revision = client
-        .get(env.prefix.clone(), Some(GetOptions::new().with_count_only()))
+        .get(
+            env.prefix.clone(),
+            Some(GetOptions::new().with_count_only()),
+        )
         .await
         .unwrap()
         .header()
