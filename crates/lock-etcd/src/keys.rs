@@ -54,8 +54,13 @@ pub(crate) struct Stored {
     /// key to a lease with another TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<u64>,
-    /// The TTL in whole seconds the key's etcd lease was granted with.
+    /// The TTL in whole seconds the key's etcd lease was granted with (by the server: at
+    /// least its minimum).
     pub(crate) lease_ttl: i64,
+    /// The TTL in whole seconds that was asked for when the lease was granted (absent in
+    /// entries written before it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) asked_ttl: Option<i64>,
     #[serde(default)]
     pub(crate) metadata: Metadata,
 }
@@ -154,6 +159,7 @@ mod tests {
             limit: 5,
             token: None,
             lease_ttl: 3,
+            asked_ttl: Some(1),
             metadata: [("k".to_owned(), "v\n".to_owned())].into(),
         };
         let back = Stored::decode(b"k", &stored.encode()).unwrap();

@@ -3,7 +3,9 @@
 use crate::config::{EtcdConfig, split_credentials};
 use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
     Subscription,
@@ -104,6 +106,20 @@ where
     call(timeout, send)
         .await
         .map_err(|f| f.into_error(what, timeout))
+}
+
+/// etcd's largest lease TTL (`MaxLeaseTTL`), in seconds: a longer one is refused.
+const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
+
+/// A TTL etcd refuses is an invalid argument, not a failure worth retrying. (`lock-core`
+/// already caps TTLs at a year; this guards direct callers of the backend.)
+fn check_lease_ttl(ttl: Duration) -> Result<()> {
+    if lease_secs(ttl) > MAX_LEASE_TTL_SECS {
+        return Err(Error::invalid_argument(format!(
+            "ttl {ttl:?} is above etcd's maximum lease TTL of {MAX_LEASE_TTL_SECS} s"
+        )));
+    }
+    Ok(())
 }
 
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
@@ -209,7 +225,9 @@ impl Etcd {
         Ok((entries, revision))
     }
 
-    async fn grant_lease(&self, ttl: Duration) -> Result<i64> {
+    /// Grants a lease of at least `ttl`: its id and the TTL in seconds the server granted (etcd
+    /// raises a TTL below its minimum, about 2 s on a default cluster).
+    async fn grant_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
         let response = rpc(self.timeout, "lease grant", || {
             let mut lease = self.client.lease_client();
             async move { lease.grant(lease_secs(ttl), None).await }
@@ -221,7 +239,16 @@ impl Etcd {
                 response.error()
             )));
         }
-        Ok(response.id())
+        if response.ttl() < lease_secs(ttl) {
+            // Never seen: etcd only raises TTLs. A shorter lease would break the caller's
+            // validity, so it is not used.
+            self.revoke_quietly(response.id()).await;
+            return Err(unavailable(format!(
+                "etcd granted a lease of {} s for a TTL of {ttl:?}",
+                response.ttl()
+            )));
+        }
+        Ok((response.id(), response.ttl()))
     }
 
     /// Revokes a lease, ignoring failures: it expires by itself anyway.
@@ -275,6 +302,7 @@ impl Etcd {
 
     /// One acquisition attempt on a consistent read of the lock's entries.
     async fn try_acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
+        check_lease_ttl(request.ttl)?;
         let base = lock_prefix(&self.prefix, &request.key);
         let own_key = self.own_key(&request.key, request.lease_id);
         for _ in 0..CONFLICT_RETRIES {
@@ -284,8 +312,17 @@ impl Etcd {
             }
             let mine = entries.iter().find(|e| e.key == own_key.as_bytes());
             if let Some(mine) = mine.filter(|m| m.stored.held) {
-                // A re-sent request whose grant went through: the key exists, so its lease is
-                // alive at this read.
+                // A re-sent request whose grant went through (its reply, or the check after
+                // it, was lost). Its lease was granted for an earlier attempt, but the caller
+                // counts the grant's validity from this one: renew the lease first. The
+                // keep-alive is sent after this attempt, so the lease then lasts at least its
+                // TTL past this attempt's start. Gone meanwhile: busy, and the next attempt
+                // starts over.
+                if !self.keep_alive(mine.lease).await? {
+                    return Ok(Acquired::Busy {
+                        retry_after: Some(Duration::ZERO),
+                    });
+                }
                 return Ok(Acquired::Granted {
                     token: FencingToken(mine.token()),
                 });
@@ -303,7 +340,7 @@ impl Etcd {
                 .sum();
 
             if held + ahead + request.weight() <= u64::from(request.limit) {
-                let lease = self.grant_lease(request.ttl).await?;
+                let (lease, granted_ttl) = self.grant_lease(request.ttl).await?;
                 let stored = Stored {
                     held: true,
                     owner: request.owner.to_string(),
@@ -311,7 +348,8 @@ impl Etcd {
                     permits: request.permits,
                     limit: request.limit,
                     token: None,
-                    lease_ttl: lease_secs(request.ttl),
+                    lease_ttl: granted_ttl,
+                    asked_ttl: Some(lease_secs(request.ttl)),
                     metadata: (*request.metadata).clone(),
                 };
                 // Granted only if nothing in the set was created or changed since the read
@@ -368,7 +406,7 @@ impl Etcd {
                 return Ok(Acquired::Busy { retry_after: None });
             }
             // No claim yet (or it expired): queue at the back, in revision order.
-            let lease = self.grant_lease(claim_ttl).await?;
+            let (lease, granted_ttl) = self.grant_lease(claim_ttl).await?;
             let stored = Stored {
                 held: false,
                 owner: request.owner.to_string(),
@@ -376,7 +414,8 @@ impl Etcd {
                 permits: request.permits,
                 limit: request.limit,
                 token: None,
-                lease_ttl: lease_secs(claim_ttl),
+                lease_ttl: granted_ttl,
+                asked_ttl: Some(lease_secs(claim_ttl)),
                 metadata: Default::default(),
             };
             let txn = Txn::new()
@@ -474,13 +513,15 @@ impl Backend for Etcd {
         let expired = || Error::Expired {
             name: key.name().to_owned(),
         };
+        check_lease_ttl(ttl)?;
         let secs = lease_secs(ttl);
         for _ in 0..CONFLICT_RETRIES {
             let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
             let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
                 return Err(expired());
             };
-            if entry.stored.lease_ttl == secs {
+            // A fresh lease for `secs` would get the TTL the current one has: keep it alive.
+            if entry.stored.lease_ttl == secs || entry.stored.asked_ttl == Some(secs) {
                 return if self.keep_alive(entry.lease).await? {
                     Ok(())
                 } else {
@@ -491,10 +532,11 @@ impl Backend for Etcd {
             if !self.keep_alive(entry.lease).await? {
                 return Err(expired());
             }
-            let new_lease = self.grant_lease(ttl).await?;
+            let (new_lease, granted_ttl) = self.grant_lease(ttl).await?;
             let mut stored = entry.stored.clone();
             stored.token = Some(entry.token());
-            stored.lease_ttl = secs;
+            stored.lease_ttl = granted_ttl;
+            stored.asked_ttl = Some(secs);
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     own_key.clone(),
@@ -542,8 +584,10 @@ impl Backend for Etcd {
                 continue; // expired since the read
             }
             let key = LockKey::new(name, kind)?;
-            let expires_at =
-                SystemTime::now() + Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+            // etcd truncates the remaining TTL to whole seconds: the lease ends within the
+            // second after `ttl`. Report that second's end, never an expiry before the real one.
+            let expires_at = SystemTime::now()
+                + Duration::from_secs(u64::try_from(ttl).unwrap_or(0).saturating_add(1));
             holders.push(LockInfo::new(
                 &key,
                 entry.stored.owner.clone(),
@@ -561,17 +605,34 @@ impl Backend for Etcd {
     async fn force_release(&self, name: &str) -> Result<usize> {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
-        let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
-        // Each key read is deleted only if unchanged since the read, then its lease revoked: a
-        // waiter granted meanwhile (its claim re-written as a lease) came after this
-        // force-release and keeps its grant.
-        let mut held = 0;
-        for entry in &entries {
-            if self.delete_entry(entry).await? && entry.stored.held {
-                held += 1;
+        // Every key of the name goes in one transaction, and only if no key was created or
+        // changed since the read (deletions only make less to delete): a holder re-written in
+        // between (an extend moving it to another lease, a waiter's grant) makes it read again
+        // instead of surviving uncounted. Then the leases are revoked, to free them at once.
+        for _ in 0..CONFLICT_RETRIES {
+            let (entries, revision) = self.read(prefix.clone().into_bytes(), true).await?;
+            if entries.is_empty() {
+                return Ok(0);
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
+                        .with_prefix(),
+                ])
+                .and_then([TxnOp::delete(
+                    prefix.clone(),
+                    Some(DeleteOptions::new().with_prefix()),
+                )]);
+            if self.txn(txn).await?.0 {
+                for entry in &entries {
+                    self.revoke_quietly(entry.lease).await;
+                }
+                return Ok(entries.iter().filter(|e| e.stored.held).count());
             }
         }
-        Ok(held)
+        Err(unavailable(format!(
+            "force-release of {name:?} kept conflicting with concurrent writes"
+        )))
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
