@@ -135,6 +135,14 @@ impl Node {
         }
     }
 
+    /// The error of a call still unanswered when its round ended, after `waited`.
+    pub(crate) fn unanswered(&self, waited: Duration) -> NodeError {
+        NodeError {
+            node: self.url.clone(),
+            kind: NodeErrorKind::Timeout(waited),
+        }
+    }
+
     /// Runs a script invocation, bounded by the timeout (both tries together). A connection
     /// found dropped (the server restarted, a proxy closed it) is replaced and the script sent
     /// once more: every script is safe to repeat (acquire returns the lease it granted, extend
