@@ -777,3 +777,42 @@ async fn release_and_extend_count_only_with_a_quorum() {
     );
     servers.resume(1);
 }
+
+/// Review finding 7: every connection to an instance (commands and pub/sub) has TCP keepalive
+/// on, so a half-open connection (a peer gone without a reset, a NAT that dropped the flow) is
+/// found and replaced. `ss` shows the keepalive timer of each client socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_use_tcp_keepalive() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let Some(ss) = lock_testkit::find_program(&["ss", "/usr/bin/ss", "/usr/sbin/ss"]) else {
+        println!("skipped: ss not found");
+        return;
+    };
+    let a = locker(&servers.urls(), &prefix()).await;
+    let guard = a.mutex("keepalive").try_lock().await.unwrap().unwrap();
+    // The listener's pub/sub connection comes up in the background.
+    let port = servers.ports[0];
+    let sockets = || {
+        let out = std::process::Command::new(&ss)
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( dport = :{port} )"))
+            .output()
+            .expect("run ss");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let both = eventually(secs(5), || async { sockets().lines().count() >= 2 }).await;
+    let listing = sockets();
+    assert!(
+        both,
+        "expected a command and a pub/sub connection:\n{listing}"
+    );
+    for line in listing.lines() {
+        assert!(
+            line.contains("keepalive"),
+            "a connection without keepalive:\n{listing}"
+        );
+    }
+    guard.release().await.unwrap();
+}
