@@ -3,6 +3,7 @@
 use crate::config::RedisConfig;
 use crate::keys::{KINDS, Layout, decode_metadata, encode_metadata};
 use crate::node::{Node, NodeError};
+use crate::round::Round;
 use futures_util::future::join_all;
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
@@ -11,6 +12,7 @@ use lock_core::{
 use redis::Script;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
@@ -236,6 +238,7 @@ impl Redis {
         node: &Node,
         request: &AcquireRequest,
         metadata: &str,
+        attempt: u64,
     ) -> Result<Result<NodeAcquired, NodeError>> {
         let layout = &self.inner.layout;
         let mut invocation = ACQUIRE.key(layout.set(&request.key));
@@ -253,7 +256,8 @@ impl Redis {
             .arg(request.claim.map_or(0, micros))
             .arg(metadata)
             .arg(layout.channel(&request.key))
-            .arg(COUNTER_TTL_MS);
+            .arg(COUNTER_TTL_MS)
+            .arg(attempt);
         let reply: Vec<String> = match node.run(&invocation).await {
             Ok(reply) => reply,
             Err(e) => return Ok(Err(e)),
@@ -271,52 +275,138 @@ impl Redis {
         parsed.map(Ok).ok_or_else(|| bad_reply(&reply))
     }
 
+    /// Releases `lease` on one instance (with `attempt`, only if that Redlock attempt granted
+    /// it there, leaving its claim): `Ok(0)` when it did not hold the lease, else the lock's
+    /// limit.
     async fn release_on(
         &self,
-        node: &Node,
+        i: usize,
         key: &LockKey,
         lease: LeaseId,
-    ) -> Result<bool, NodeError> {
+        attempt: Option<u64>,
+    ) -> Result<u32, NodeError> {
         let layout = &self.inner.layout;
         let mut invocation = RELEASE.key(layout.set(key));
         invocation
             .arg(lease.to_ulid_string())
             .arg(layout.channel(key));
-        node.run::<i64>(&invocation).await.map(|held| held == 1)
+        if let Some(attempt) = attempt {
+            invocation.arg(attempt);
+        }
+        self.inner.nodes[i]
+            .run::<i64>(&invocation)
+            .await
+            .map(|limit| u32::try_from(limit.max(0)).unwrap_or(u32::MAX))
     }
 
-    /// Releases `lease` on every instance (Redlock's roll-back), ignoring failures: the TTL is
-    /// the backstop.
-    async fn roll_back(&self, nodes: &[&Node], key: &LockKey, lease: LeaseId) {
-        join_all(nodes.iter().map(|node| self.release_on(node, key, lease))).await;
+    /// Redlock's roll-back, in the background: releases `lease` (with `attempt`, only where that
+    /// attempt granted it) on the instances of `holding` (which answered that they hold it) and
+    /// of `unsure` (which failed and may hold it), and on each instance of `stragglers` once its
+    /// call answers, if `may_hold` says that answer may have left the lease there. Failures are
+    /// ignored: the TTL is the backstop. Each part is bounded by two round trips' timeouts.
+    ///
+    /// Returns the task releasing on `holding`: those instances just answered, so a caller
+    /// about to report a failure waits a moment for it (see [`ROLL_BACK_WAIT`]).
+    #[allow(clippy::too_many_arguments)]
+    fn roll_back<T: Send + 'static>(
+        &self,
+        holding: Vec<usize>,
+        unsure: Vec<usize>,
+        stragglers: Round<T>,
+        may_hold: fn(&T) -> bool,
+        key: &LockKey,
+        lease: LeaseId,
+        attempt: Option<u64>,
+    ) -> Option<JoinHandle<()>> {
+        let release_on = |nodes: Vec<usize>| {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                join_all(
+                    nodes
+                        .iter()
+                        .map(|&i| this.release_on(i, &key, lease, attempt)),
+                )
+                .await;
+            })
+        };
+        let quick = (!holding.is_empty()).then(|| release_on(holding));
+        if !unsure.is_empty() {
+            release_on(unsure);
+        }
+        let this = self.clone();
+        let owned_key = key.clone();
+        stragglers.finish_in_background(move |i, answer| {
+            let this = this.clone();
+            let key = owned_key.clone();
+            async move {
+                if may_hold(&answer) {
+                    let _ = this.release_on(i, &key, lease, attempt).await;
+                }
+            }
+        });
+        quick
     }
 
+    /// Waits up to [`ROLL_BACK_WAIT`] for a roll-back's first part.
+    async fn wait_briefly(task: Option<JoinHandle<()>>) {
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(ROLL_BACK_WAIT, task).await;
+        }
+    }
+
+    /// The errors of the instances whose calls were still running when a round ended.
+    fn unanswered<T: Send + 'static>(&self, round: &Round<T>, started: Instant) -> Vec<NodeError> {
+        round
+            .pending()
+            .map(|i| self.inner.nodes[i].unanswered(started.elapsed()))
+            .collect()
+    }
+
+    /// Redlock's acquisition. The first round asks every instance and is decided as soon as
+    /// `q` granted or `q` can no longer grant; the second raises the counters of the instances
+    /// that granted and is decided at `q` acknowledgements (from instances still holding the
+    /// lease) or when they can no longer come. Both end by the lease's validity
+    /// (`ttl - drift` after the first request was sent). Instances still answering finish in
+    /// the background, and a grant that is not reported is rolled back in the background.
     async fn acquire_redlock(&self, request: &AcquireRequest, metadata: &str) -> Result<Acquired> {
-        let nodes = self.nodes();
-        let n = nodes.len();
+        let n = self.nodes().len();
         let quorum = self.quorum_for(request.key.kind(), request.limit);
         let started = Instant::now();
-        let answers = join_all(
-            nodes
-                .iter()
-                .map(|node| self.acquire_on(node, request, metadata)),
-        )
-        .await;
-        let elapsed = started.elapsed();
+        let validity = request.ttl.saturating_sub(drift(request.ttl));
+        let deadline = started.checked_add(validity);
+        let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new((request.clone(), metadata.to_owned()));
+        let mut round = Round::start(n, 0..n, |i| {
+            let this = self.clone();
+            let shared = Arc::clone(&shared);
+            async move {
+                let (request, metadata) = &*shared;
+                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt)
+                    .await
+            }
+        });
 
-        let mut tokens = Vec::new();
+        let mut grants: Vec<(usize, u64)> = Vec::new();
         let mut busy_after: Option<Duration> = None;
         let mut mismatch = None;
         let mut failed = Vec::new();
         let mut bad = None;
-        // Instances that may hold the lease: granted, failed or timed out.
-        let mut touched = Vec::new();
-        for (node, answer) in nodes.iter().zip(answers) {
+        // Instances that failed (or answered badly) and may hold the lease.
+        let mut unsure = Vec::new();
+        let mut timed_out = false;
+        while mismatch.is_none()
+            && bad.is_none()
+            && grants.len() < quorum
+            && grants.len() + round.remaining() >= quorum
+        {
+            // The loop's condition leaves a call running: no answer means the deadline.
+            let Some((i, answer)) = round.next(deadline).await else {
+                timed_out = true;
+                break;
+            };
             match answer {
-                Ok(Ok(NodeAcquired::Granted(token))) => {
-                    tokens.push(token);
-                    touched.push(node);
-                }
+                Ok(Ok(NodeAcquired::Granted(token))) => grants.push((i, token)),
                 Ok(Ok(NodeAcquired::Busy(after))) => {
                     if let Some(after) = after {
                         busy_after = Some(busy_after.map_or(after, |b| b.min(after)));
@@ -325,57 +415,103 @@ impl Redis {
                 Ok(Ok(NodeAcquired::Mismatch(limit))) => mismatch = Some(limit),
                 Ok(Err(e)) => {
                     failed.push(e);
-                    touched.push(node);
+                    unsure.push(i);
                 }
                 Err(e) => {
                     bad = Some(e);
-                    touched.push(node);
+                    unsure.push(i);
                 }
             }
         }
+        let in_time = || deadline.is_none_or(|d| Instant::now() < d);
+        // A late answer may leave the lease on its instance unless it says busy or mismatch.
+        let may_hold: fn(&Result<Result<NodeAcquired, NodeError>>) -> bool = |answer| {
+            !matches!(
+                answer,
+                Ok(Ok(NodeAcquired::Busy(_) | NodeAcquired::Mismatch(_)))
+            )
+        };
 
-        let validity = request.ttl.saturating_sub(drift(request.ttl));
-        if mismatch.is_none() && bad.is_none() && tokens.len() >= quorum && elapsed < validity {
-            // The second round: raise a quorum's counters to T before reporting T, so any
-            // later quorum (which meets this one) counts from above T.
-            let token = tokens.iter().copied().max().unwrap_or(0);
-            let layout = &self.inner.layout;
-            let raised = join_all(nodes.iter().map(|node| async move {
-                let mut invocation = RAISE.key(layout.set(&request.key));
-                invocation
-                    .key(layout.counter(&request.key))
-                    .arg(request.lease_id.to_ulid_string())
-                    .arg(token)
-                    .arg(COUNTER_TTL_MS);
-                node.run::<i64>(&invocation).await
-            }))
-            .await;
+        if mismatch.is_none() && bad.is_none() && grants.len() >= quorum && in_time() {
+            // The second round: raise the counters of the instances holding the lease to T
+            // before reporting T, so any later quorum (which meets them on an instance where
+            // it can be granted only after this lease ended) counts from above T.
+            let token = grants.iter().map(|&(_, t)| t).max().unwrap_or(0);
+            let granted: Vec<usize> = grants.iter().map(|&(i, _)| i).collect();
+            let mut raise = Round::start(n, granted.iter().copied(), |i| {
+                let this = self.clone();
+                let key = request.key.clone();
+                let lease = request.lease_id;
+                async move {
+                    let layout = &this.inner.layout;
+                    let mut invocation = RAISE.key(layout.set(&key));
+                    invocation
+                        .key(layout.counter(&key))
+                        .arg(lease.to_ulid_string())
+                        .arg(token)
+                        .arg(COUNTER_TTL_MS)
+                        .arg(attempt);
+                    this.inner.nodes[i].run::<i64>(&invocation).await
+                }
+            });
+            let mut acked = 0;
+            let mut refused = 0;
             let mut raise_failed = Vec::new();
-            for result in raised {
-                if let Err(e) = result {
-                    raise_failed.push(e);
+            while acked < quorum && acked + raise.remaining() >= quorum {
+                match raise.next(deadline).await {
+                    Some((_, Ok(1))) => acked += 1,
+                    Some((_, Ok(_))) => refused += 1,
+                    Some((_, Err(e))) => raise_failed.push(e),
+                    None => break,
                 }
             }
-            if n - raise_failed.len() >= quorum && started.elapsed() < validity {
+            if acked >= quorum && in_time() {
+                // Late grants belong to this lease (release and extend reach every instance);
+                // their tokens were not raised, so inspect reports the token that a quorum
+                // of instances holds.
+                round.detach();
+                raise.detach();
                 return Ok(Acquired::Granted {
                     token: FencingToken(token),
                 });
             }
-            self.roll_back(&touched, &request.key, request.lease_id)
-                .await;
-            if n - raise_failed.len() < quorum {
-                return Err(unavailable(raise_failed, n, quorum));
+            if !in_time() {
+                raise_failed.extend(self.unanswered(&raise, started));
+            }
+            raise.detach();
+            let rolling = self.roll_back(
+                granted,
+                unsure,
+                round,
+                may_hold,
+                &request.key,
+                request.lease_id,
+                Some(attempt),
+            );
+            Self::wait_briefly(rolling).await;
+            if refused == 0 && !raise_failed.is_empty() {
+                return Err(unavailable(raise_failed, grants.len(), quorum));
             }
             return Ok(Acquired::Busy {
                 retry_after: Some(Duration::from_millis(jitter_ms())),
             });
         }
 
-        let split = !tokens.is_empty();
-        if !touched.is_empty() {
-            self.roll_back(&touched, &request.key, request.lease_id)
-                .await;
+        let split = !grants.is_empty();
+        if timed_out {
+            failed.extend(self.unanswered(&round, started));
         }
+        let granted = grants.iter().map(|&(i, _)| i).collect();
+        let rolling = self.roll_back(
+            granted,
+            unsure,
+            round,
+            may_hold,
+            &request.key,
+            request.lease_id,
+            Some(attempt),
+        );
+        Self::wait_briefly(rolling).await;
         if let Some(stored) = mismatch {
             return Err(request.limit_mismatch(stored));
         }
@@ -386,8 +522,8 @@ impl Redis {
             return Err(unavailable(failed, n, quorum));
         }
         let retry_after = if split {
-            // Grants were split between contenders and rolled back: try again soon, at a
-            // jittered moment so the contenders do not collide again.
+            // Grants were split between contenders (or came too late) and are rolled back:
+            // try again soon, at a jittered moment so the contenders do not collide again.
             Some(Duration::from_millis(jitter_ms()))
         } else {
             busy_after
@@ -395,6 +531,15 @@ impl Redis {
         Ok(Acquired::Busy { retry_after })
     }
 }
+
+/// The number of the next Redlock acquisition attempt. Numbers increase across the attempts of
+/// one lease id (a waiting request retries under its lease id), so that the roll-back of one
+/// attempt never removes a grant of a later one (`acquire.lua` records the latest attempt).
+static ATTEMPT: AtomicU64 = AtomicU64::new(1);
+
+/// How long a failed Redlock call waits for its roll-back on the instances that just granted
+/// before it returns; the rest goes on in the background.
+const ROLL_BACK_WAIT: Duration = Duration::from_millis(100);
 
 /// A random delay of 5..50 ms.
 fn jitter_ms() -> u64 {
@@ -412,7 +557,7 @@ impl Backend for Redis {
             return self.acquire_redlock(request, &metadata).await;
         }
         match self
-            .acquire_on(&self.nodes()[0], request, &metadata)
+            .acquire_on(&self.nodes()[0], request, &metadata, 0)
             .await?
         {
             Ok(NodeAcquired::Granted(token)) => Ok(Acquired::Granted {
@@ -425,70 +570,108 @@ impl Backend for Redis {
     }
 
     async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
-        let nodes = self.nodes();
-        let answers = join_all(nodes.iter().map(|node| self.release_on(node, key, lease))).await;
-        let mut held = false;
+        let n = self.nodes().len();
+        let mut round = Round::start(n, 0..n, |i| {
+            let this = self.clone();
+            let key = key.clone();
+            async move { this.release_on(i, &key, lease, None).await }
+        });
+        // Released only when a quorum confirmed it deleted the lease; `NotHeld` once so many
+        // instances did not have it that no quorum can have; else we cannot tell. Every call
+        // is bounded by the instance's timeout; the rest finish in the background.
+        let mut deleted = 0;
+        let mut absent = 0;
+        let mut limit = 1;
         let mut failed = Vec::new();
-        for answer in answers {
-            match answer {
-                Ok(h) => held |= h,
-                Err(e) => failed.push(e),
+        let outcome = loop {
+            let quorum = quorum_for(n, self.inner.quorum, key.kind(), limit);
+            if deleted >= quorum {
+                break Ok(());
             }
-        }
-        if held {
-            return Ok(());
-        }
-        // Not held where we could ask: `NotHeld` when a quorum says so (then no one could
-        // count this lease as held), else we cannot tell.
-        let quorum = self.inner.quorum.min(nodes.len());
-        if nodes.len() - failed.len() >= quorum {
-            Err(Error::NotHeld {
-                name: key.name().to_owned(),
-            })
-        } else {
-            Err(unavailable(failed, nodes.len(), quorum))
-        }
+            if n - absent < quorum {
+                break Err(Error::NotHeld {
+                    name: key.name().to_owned(),
+                });
+            }
+            match round.next(None).await {
+                Some((_, Ok(0))) => absent += 1,
+                Some((_, Ok(stored))) => {
+                    deleted += 1;
+                    limit = limit.max(stored);
+                }
+                Some((_, Err(e))) => failed.push(e),
+                None => break Err(unavailable(failed, n, quorum)),
+            }
+        };
+        round.detach();
+        outcome
     }
 
     async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
-        let nodes = self.nodes();
-        let layout = &self.inner.layout;
+        let n = self.nodes().len();
         let started = Instant::now();
-        let answers = join_all(nodes.iter().map(|node| async move {
-            let mut invocation = EXTEND.key(layout.set(key));
-            invocation
-                .arg(lease.to_ulid_string())
-                .arg(micros(ttl))
-                .arg(layout.channel(key));
-            node.run::<i64>(&invocation).await
-        }))
-        .await;
-        let mut extended = 0;
+        // With Redlock an extension counts only within its validity; one instance's answer
+        // counts whenever it comes (its timeout bounds it).
+        let deadline = if n == 1 {
+            None
+        } else {
+            started.checked_add(ttl.saturating_sub(drift(ttl)))
+        };
+        let mut round = Round::start(n, 0..n, |i| {
+            let this = self.clone();
+            let key = key.clone();
+            async move {
+                let layout = &this.inner.layout;
+                let mut invocation = EXTEND.key(layout.set(&key));
+                invocation
+                    .arg(lease.to_ulid_string())
+                    .arg(micros(ttl))
+                    .arg(layout.channel(&key));
+                this.inner.nodes[i].run::<i64>(&invocation).await
+            }
+        });
+        let mut extended = Vec::new();
+        let mut absent = 0;
         let mut limit = 1u32;
         let mut failed = Vec::new();
-        for answer in answers {
-            match answer {
-                Ok(0) => {}
-                Ok(stored) => {
-                    extended += 1;
+        let mut unsure = Vec::new();
+        let quorum = loop {
+            let quorum = quorum_for(n, self.inner.quorum, key.kind(), limit);
+            if extended.len() >= quorum || n - absent < quorum {
+                break quorum;
+            }
+            match round.next(deadline).await {
+                Some((_, Ok(0))) => absent += 1,
+                Some((i, Ok(stored))) => {
+                    extended.push(i);
                     limit = limit.max(u32::try_from(stored).unwrap_or(u32::MAX));
                 }
-                Err(e) => failed.push(e),
+                Some((i, Err(e))) => {
+                    failed.push(e);
+                    unsure.push(i);
+                }
+                None => break quorum,
             }
-        }
-        let n = nodes.len();
-        let quorum = self.quorum_for(key.kind(), limit);
-        let in_time = n == 1 || started.elapsed() < ttl.saturating_sub(drift(ttl));
-        if extended >= quorum && in_time {
+        };
+        let in_time = deadline.is_none_or(|d| Instant::now() < d);
+        if extended.len() >= quorum && in_time {
+            round.detach();
             return Ok(());
         }
-        if extended + failed.len() < quorum || (extended >= quorum && !in_time) {
+        failed.extend(self.unanswered(&round, started));
+        if extended.len() + failed.len() < quorum || extended.len() >= quorum {
             // Enough instances answered that the lease is gone for a quorum to be out of reach
-            // (or the extension came too late to count).
+            // (or the extension came too late to count): the copies it did extend would block
+            // grants there for a whole TTL, so they are rolled back.
+            let may_hold: fn(&Result<i64, NodeError>) -> bool = |answer| !matches!(answer, Ok(0));
+            let rolling = self.roll_back(extended, unsure, round, may_hold, key, lease, None);
+            Self::wait_briefly(rolling).await;
             Err(Error::Expired {
                 name: key.name().to_owned(),
             })
         } else {
+            // It may still be valid on a quorum with its old expiry: the caller may retry.
+            round.detach();
             Err(unavailable(failed, n, quorum))
         }
     }
@@ -509,8 +692,8 @@ impl Backend for Redis {
         }))
         .await;
         let now = SystemTime::now();
-        // Per lease: the info (highest token, earliest expiry) and on how many instances.
-        let mut seen: HashMap<String, (LockInfo, usize)> = HashMap::new();
+        // Per lease: the info (earliest expiry), on how many instances, and its token on each.
+        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>)> = HashMap::new();
         let mut failed = Vec::new();
         for answer in answers {
             let items = match answer {
@@ -525,13 +708,13 @@ impl Backend for Redis {
             }
             for lease in items.chunks_exact(8) {
                 let info = parse_lease(&keys, lease, now).ok_or_else(|| bad_reply(lease))?;
-                seen.entry(lease[1].clone())
-                    .and_modify(|(known, count)| {
-                        *count += 1;
-                        known.token = known.token.max(info.token);
-                        known.expires_at = known.expires_at.min(info.expires_at);
-                    })
-                    .or_insert((info, 1));
+                let token = info.token;
+                let (known, count, tokens) =
+                    seen.entry(lease[1].clone())
+                        .or_insert((info.clone(), 0, Vec::new()));
+                *count += 1;
+                tokens.push(token);
+                known.expires_at = known.expires_at.min(info.expires_at);
             }
         }
         let n = nodes.len();
@@ -543,10 +726,21 @@ impl Backend for Redis {
         // quorum: a partial grant being rolled back does not, a holder behind a failed
         // instance does.
         let unknown = failed.len();
+        // Its token: the one a quorum of instances holds (the raised one; instances that granted
+        // late keep their own), else the highest seen.
+        let majority = quorum.max(n / 2 + 1);
         let mut holders: Vec<LockInfo> = seen
             .into_values()
-            .filter(|(_, count)| count + unknown >= quorum)
-            .map(|(info, _)| info)
+            .filter(|(_, count, _)| count + unknown >= quorum)
+            .map(|(mut info, _, tokens)| {
+                info.token = tokens
+                    .iter()
+                    .copied()
+                    .find(|t| tokens.iter().filter(|u| *u == t).count() >= majority)
+                    .or_else(|| tokens.iter().copied().max())
+                    .unwrap_or(info.token);
+                info
+            })
             .collect();
         holders.sort_by_key(|info| info.token);
         Ok(holders)

@@ -5,6 +5,7 @@ mod backend;
 mod config;
 mod keys;
 mod node;
+mod round;
 
 pub use backend::Redis;
 pub use config::RedisConfig;

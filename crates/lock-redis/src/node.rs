@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use lock_core::redact::passwords;
 use lock_core::{Error, Notifier, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, ScriptInvocation};
+use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{Client, FromRedisValue, IntoConnectionInfo, ScriptInvocation};
 use std::fmt;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -66,6 +67,19 @@ fn scrub(mut text: String, passwords: &[String]) -> String {
     text
 }
 
+/// The socket options of every connection to an instance (commands and pub/sub):
+/// `TCP_NODELAY`, so that small requests sharing the multiplexed connection are not held back
+/// by Nagle's algorithm behind an unacknowledged one; and keepalive probes after 30 s idle,
+/// every 10 s, so that a half-open connection (a peer gone without a reset, a NAT or load
+/// balancer that forgot the flow) is found and replaced, and idle flows are not forgotten.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true).set_keepalive(
+        TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10)),
+    )
+}
+
 /// One instance.
 pub(crate) struct Node {
     /// The URL with its password redacted.
@@ -84,16 +98,19 @@ impl Node {
         let redacted = redact(url).into_owned();
         let passwords = passwords(url);
         let clean = |e: redis::RedisError| scrub(e.to_string(), &passwords);
-        let opened = match root_cert {
-            Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.to_vec()),
-                },
-            ),
-            _ => Client::open(url),
-        };
+        let opened = url.into_connection_info().and_then(|info| {
+            let info = info.set_tcp_settings(tcp_settings());
+            match root_cert {
+                Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.to_vec()),
+                    },
+                ),
+                _ => Client::open(info),
+            }
+        });
         let client = opened.map_err(|e| {
             Error::config(format!("redis url {redacted:?} is invalid: {}", clean(e)))
         })?;
@@ -132,6 +149,14 @@ impl Node {
         NodeError {
             node: self.url.clone(),
             kind: NodeErrorKind::Timeout(self.timeout),
+        }
+    }
+
+    /// The error of a call still unanswered when its round ended, after `waited`.
+    pub(crate) fn unanswered(&self, waited: Duration) -> NodeError {
+        NodeError {
+            node: self.url.clone(),
+            kind: NodeErrorKind::Timeout(waited),
         }
     }
 

@@ -2,11 +2,14 @@
 
 mod support;
 
-use lock_core::{Error, Guard, Locker, RetryPolicy};
-use lock_testkit::{FencedRegister, SafetyConfig, TcpProxy, run_safety_checker};
+use lock_core::{
+    AcquireRequest, Acquired, Backend, Error, Guard, LeaseId, LockKey, LockKind, Locker, Metadata,
+    Mode, RetryPolicy,
+};
+use lock_testkit::{FencedRegister, SafetyConfig, TcpProxy, eventually, run_safety_checker};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
-use support::{Servers, backend, locker, mutex_counter_key, prefix};
+use support::{Servers, TripProxy, backend, default_backend, locker, mutex_counter_key, prefix};
 use tokio::time::Instant;
 
 fn secs(n: u64) -> Duration {
@@ -443,4 +446,373 @@ async fn tokens_increase_across_a_restart_without_persistence() {
         servers.kill(0);
         servers.restart(0).await;
     }
+}
+
+/// An exclusive request on the mutex `name` by `owner`.
+fn request(name: &str, owner: &str, lease: LeaseId, ttl: Duration) -> AcquireRequest {
+    AcquireRequest::new(
+        LockKey::new(name, LockKind::Mutex).unwrap(),
+        lease,
+        Arc::from(owner),
+        Mode::Exclusive,
+        1,
+        1,
+        ttl,
+        Arc::new(Metadata::new()),
+    )
+}
+
+/// A single-node backend on node `i` alone.
+async fn single_node(servers: &Servers, i: usize, prefix: &str) -> lock_redis::Redis {
+    backend(&[servers.url(i)], prefix).await
+}
+
+/// The token of a grant; panics on anything else.
+fn granted(what: &str, result: lock_core::Result<Acquired>) -> lock_core::FencingToken {
+    match result {
+        Ok(Acquired::Granted { token }) => token,
+        other => panic!("{what}: expected a grant, got {other:?}"),
+    }
+}
+
+/// Sets the mutex `name`'s token counter on node `i` to `value`.
+async fn set_counter(servers: &Servers, i: usize, prefix: &str, name: &str, value: u64) {
+    let client = redis::Client::open(servers.url(i)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(mutex_counter_key(prefix, name))
+        .arg(value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Review finding 1: one paused (SIGSTOP) node of three, with the default 2 s node timeout,
+/// costs nothing while the two healthy nodes answer: lock, extend and release return at once
+/// (the round is decided by the quorum, the paused node is left to the background), a busy
+/// lock's `lock_timeout` is kept, and an auto-extended guard with a TTL no longer than the node
+/// timeout is kept for many TTLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_paused_node_of_three_does_not_slow_redlock_down() {
+    let Some(servers) = Servers::start(3, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let a = Locker::with_backend(default_backend(&servers.urls(), &prefix).await);
+    let b = Locker::with_backend(default_backend(&servers.urls(), &prefix).await);
+    for locker in [&a, &b] {
+        let warm = locker.mutex("warm-up").try_lock().await.unwrap().unwrap();
+        warm.release().await.unwrap();
+    }
+    servers.pause(2);
+    // Far below the 2 s node timeout, and generous for a loaded machine.
+    let fast = ms(1000);
+
+    let started = Instant::now();
+    let guard = a
+        .mutex("one-paused")
+        .ttl(secs(3))
+        .lock_timeout(secs(20))
+        .lock()
+        .await
+        .expect("lock with one node paused");
+    let took = started.elapsed();
+    assert!(took < fast, "lock took {took:?}");
+    let started = Instant::now();
+    guard.extend(secs(3)).await.expect("extend with one paused");
+    let took = started.elapsed();
+    assert!(took < fast, "extend took {took:?}");
+    let started = Instant::now();
+    guard.release().await.expect("release with one paused");
+    let took = started.elapsed();
+    assert!(took < fast, "release took {took:?}");
+
+    // A busy lock: each attempt is answered by the two healthy nodes, and the wait ends at its
+    // timeout (review finding 8).
+    let held = b
+        .mutex("one-paused-busy")
+        .ttl(secs(30))
+        .lock()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let waited = a
+        .mutex("one-paused-busy")
+        .lock_timeout(secs(1))
+        .lock()
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(waited, Err(Error::NotAcquired { .. })),
+        "{waited:?}"
+    );
+    assert!(took < secs(1) + ms(500), "lock_timeout(1 s) took {took:?}");
+    held.release().await.unwrap();
+
+    // TTL 2 s, no longer than the node timeout: extended every 2/3 s for 7 s.
+    let kept = a
+        .mutex("one-paused-kept")
+        .ttl(secs(2))
+        .auto_extend(true)
+        .lock_timeout(secs(20))
+        .lock()
+        .await
+        .expect("lock with ttl 2 s");
+    tokio::time::sleep(secs(7)).await;
+    assert!(!kept.is_lost(), "the auto-extended guard was declared lost");
+    assert!(
+        b.mutex("one-paused-kept")
+            .try_lock()
+            .await
+            .unwrap()
+            .is_none(),
+        "the kept lock is free"
+    );
+    kept.release().await.expect("release the kept guard");
+    servers.resume(2);
+}
+
+/// Review finding 1: with 2 of 3 nodes hanging (SIGSTOP) and the default 2 s node timeout, a
+/// call on a 0.5 s lease returns within that lease's validity (plus scheduling slack), not
+/// after node timeouts paid per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hanging_nodes_of_three_cost_at_most_the_validity() {
+    let Some(servers) = Servers::start(3, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let a = Locker::with_backend(default_backend(&servers.urls(), &prefix).await);
+    let guard = a.mutex("two-hang-held").ttl(secs(30)).lock().await.unwrap();
+    servers.pause(1);
+    servers.pause(2);
+    let ttl = ms(500);
+    let bound = ttl + ms(300);
+
+    let started = Instant::now();
+    let attempt = a.mutex("two-hang").ttl(ttl).try_lock().await;
+    let took = started.elapsed();
+    assert!(
+        matches!(attempt, Err(Error::ProviderUnavailable { .. }) | Ok(None)),
+        "{attempt:?}"
+    );
+    assert!(took < bound, "try_lock with ttl {ttl:?} took {took:?}");
+
+    let started = Instant::now();
+    let extended = guard.extend(ttl).await;
+    let took = started.elapsed();
+    assert!(extended.is_err(), "extended with one node of three");
+    assert!(took < bound, "extend to {ttl:?} took {took:?}");
+
+    // Release has no lease validity to go by: the node timeout bounds it.
+    let started = Instant::now();
+    let released = guard.release().await;
+    let took = started.elapsed();
+    assert!(released.is_err(), "released with one node of three");
+    assert!(took < secs(2) + ms(700), "release took {took:?}");
+    servers.resume(1);
+    servers.resume(2);
+}
+
+/// Review finding 2, its trace on five nodes (q = 3): A is granted on nodes 0, 1, 2 (node 2's
+/// counter is far ahead) and busy on 3 and 4; B already holds node 3, its requests to 0 and 1
+/// are late. A's raise is cut on nodes 0 and 1. A must not be reported with a token that a
+/// later grant of B's on {0, 1, 3} undercuts: either A's grant is rolled back, or B's token is
+/// larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raise_cut_on_granting_nodes_keeps_tokens_in_order() {
+    let Some(servers) = Servers::start(5, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let name = "raise-cut";
+    let key = LockKey::new(name, LockKind::Mutex).unwrap();
+    let high: u64 = 4_000_000_000_000_000;
+    set_counter(&servers, 2, &prefix, name, high).await;
+    let single = |i: usize| single_node(&servers, i, &prefix);
+
+    // B's request reached node 3 first; C holds node 4.
+    let b_lease = LeaseId::generate();
+    granted(
+        "B on node 3",
+        single(3)
+            .await
+            .acquire(&request(name, "b", b_lease, secs(60)))
+            .await,
+    );
+    granted(
+        "C on node 4",
+        single(4)
+            .await
+            .acquire(&request(name, "c", LeaseId::generate(), secs(60)))
+            .await,
+    );
+
+    // A reaches nodes 0 and 1 through proxies that cut the link right after the grant.
+    let mut proxies = Vec::new();
+    for i in [0, 1] {
+        let target = std::net::SocketAddr::from(([127, 0, 0, 1], servers.ports[i]));
+        proxies.push(TripProxy::start(target).await);
+    }
+    let a_urls = vec![
+        proxies[0].url(),
+        proxies[1].url(),
+        servers.url(2),
+        servers.url(3),
+        servers.url(4),
+    ];
+    let a = backend(&a_urls, &prefix).await;
+    for proxy in &proxies {
+        proxy.trip_on(b"granted");
+    }
+    let a_lease = LeaseId::generate();
+    let a_result = a.acquire(&request(name, "a", a_lease, secs(3))).await;
+    assert!(
+        proxies.iter().all(TripProxy::is_tripped),
+        "A was not granted on nodes 0 and 1: {a_result:?}"
+    );
+    for proxy in &proxies {
+        proxy.restore();
+    }
+
+    match a_result {
+        Ok(Acquired::Granted { token: t1 }) => {
+            // A releases; D takes node 2; B's late requests arrive and win {0, 1, 3}.
+            a.release(&key, a_lease).await.unwrap();
+            granted(
+                "D on node 2",
+                single(2)
+                    .await
+                    .acquire(&request(name, "d", LeaseId::generate(), secs(60)))
+                    .await,
+            );
+            let b = backend(&servers.urls(), &prefix).await;
+            let t2 = granted(
+                "B on 0, 1, 3",
+                b.acquire(&request(name, "b", b_lease, secs(60))).await,
+            );
+            assert!(
+                t2 > t1,
+                "B was granted after A with a smaller token: {t2} <= {t1}"
+            );
+        }
+        Ok(Acquired::Busy { .. }) | Err(Error::ProviderUnavailable { .. }) => {
+            // Rolled back: node 2, where A's grant stays reachable, drops it.
+            let node2 = single(2).await;
+            let gone = eventually(secs(5), || async {
+                let holders = node2.inspect(name).await.unwrap();
+                holders.iter().all(|h| h.owner != "a")
+            })
+            .await;
+            assert!(gone, "A's partial grant was not rolled back on node 2");
+        }
+        other => panic!("A: {other:?}"),
+    }
+}
+
+/// Review finding 9: a Redlock release or extension counts only when a quorum confirmed it. A
+/// lease left on one node of three is not "released" (it was not held) and cannot be
+/// extended; the extension that reached that one node is rolled back. A lease on two nodes,
+/// one of them paused, cannot be confirmed released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn release_and_extend_count_only_with_a_quorum() {
+    let Some(servers) = Servers::start(3, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let name = "quorum-confirmed";
+    let key = LockKey::new(name, LockKind::Mutex).unwrap();
+    let redlock = backend(&servers.urls(), &prefix).await;
+    let node = |i: usize| single_node(&servers, i, &prefix);
+
+    // A lease left on node 0 only (its quorum lost).
+    let node0 = node(0).await;
+    let lingering = LeaseId::generate();
+    granted(
+        "node 0",
+        node0
+            .acquire(&request(name, "a", lingering, ms(1500)))
+            .await,
+    );
+    let extended = redlock.extend(&key, lingering, secs(60)).await;
+    assert!(
+        matches!(extended, Err(Error::Expired { .. })),
+        "{extended:?}"
+    );
+    // The copy the extension reached is rolled back, not kept for 60 s.
+    let gone = eventually(secs(1), || async {
+        node0.inspect(name).await.unwrap().is_empty()
+    })
+    .await;
+    assert!(gone, "the extended copy on node 0 was not rolled back");
+
+    let lingering = LeaseId::generate();
+    granted(
+        "node 0",
+        node0
+            .acquire(&request(name, "a", lingering, secs(60)))
+            .await,
+    );
+    let released = redlock.release(&key, lingering).await;
+    assert!(
+        matches!(released, Err(Error::NotHeld { .. })),
+        "a lease on one node of three was released: {released:?}"
+    );
+
+    // A lease on nodes 0 and 1; node 1 paused: only one node confirms the release.
+    let lease = LeaseId::generate();
+    for i in [0, 1] {
+        granted(
+            "nodes 0 and 1",
+            node(i)
+                .await
+                .acquire(&request(name, "a", lease, secs(60)))
+                .await,
+        );
+    }
+    servers.pause(1);
+    let released = redlock.release(&key, lease).await;
+    assert!(
+        matches!(released, Err(Error::ProviderUnavailable { .. })),
+        "a release confirmed by one node of three: {released:?}"
+    );
+    servers.resume(1);
+}
+
+/// Review finding 7: every connection to an instance (commands and pub/sub) has TCP keepalive
+/// on, so a half-open connection (a peer gone without a reset, a NAT that dropped the flow) is
+/// found and replaced. `ss` shows the keepalive timer of each client socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_use_tcp_keepalive() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let Some(ss) = lock_testkit::find_program(&["ss", "/usr/bin/ss", "/usr/sbin/ss"]) else {
+        println!("skipped: ss not found");
+        return;
+    };
+    let a = locker(&servers.urls(), &prefix()).await;
+    let guard = a.mutex("keepalive").try_lock().await.unwrap().unwrap();
+    // The listener's pub/sub connection comes up in the background.
+    let port = servers.ports[0];
+    let sockets = || {
+        let out = std::process::Command::new(&ss)
+            .args(["-tnoH", "state", "established"])
+            .arg(format!("( dport = :{port} )"))
+            .output()
+            .expect("run ss");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let both = eventually(secs(5), || async { sockets().lines().count() >= 2 }).await;
+    let listing = sockets();
+    assert!(
+        both,
+        "expected a command and a pub/sub connection:\n{listing}"
+    );
+    for line in listing.lines() {
+        assert!(
+            line.contains("keepalive"),
+            "a connection without keepalive:\n{listing}"
+        );
+    }
+    guard.release().await.unwrap();
 }

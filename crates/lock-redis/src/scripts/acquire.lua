@@ -2,7 +2,8 @@
 -- KEYS[1] the lease set, KEYS[2] the token counter.
 -- ARGV: 1 lease id, 2 owner, 3 mode ('x' exclusive, 's' shared), 4 permits, 5 limit,
 --       6 ttl (us), 7 claim ttl (us, 0 = no claim), 8 metadata, 9 change channel,
---       10 counter ttl (ms).
+--       10 counter ttl (ms), 11 attempt (Redlock: this attempt's number, increasing across
+--       the attempts of one lease id; 0 on one instance).
 -- Returns {'granted', token} | {'busy', retry_after_us or ''} | {'mismatch', stored_limit}.
 local key, counter = KEYS[1], KEYS[2]
 local id, owner, mode = ARGV[1], ARGV[2], ARGV[3]
@@ -15,8 +16,14 @@ if s.expired and next(s.claims) ~= nil then
 end
 
 -- A retry of a request that was granted (its answer lost in a timeout) gets the same lease.
+-- A later attempt takes the lease over, so that a roll-back of an earlier one leaves it alone.
+local attempt = tonumber(ARGV[11]) or 0
 local mine_lease = s.leases[id]
 if mine_lease then
+  if attempt > (tonumber(mine_lease.a) or 0) then
+    mine_lease.a = fmt(attempt)
+    redis.call('HSET', key, 'L' .. id, cjson.encode(mine_lease))
+  end
   return {'granted', mine_lease.t}
 end
 
@@ -58,7 +65,8 @@ if held + waiting + weight <= limit then
   redis.call('SET', counter, fmt(token), 'PX', ARGV[10])
   local expires = now + ttl
   redis.call('HSET', key, 'L' .. id, cjson.encode({
-    o = owner, m = mode, p = fmt(permits), t = fmt(token), e = fmt(expires), d = ARGV[8]
+    o = owner, m = mode, p = fmt(permits), t = fmt(token), e = fmt(expires), d = ARGV[8],
+    a = fmt(attempt)
   }))
   s.count = s.count + 1
   if expires > s.max_e then s.max_e = expires end

@@ -4,7 +4,7 @@
 --   limit      the limit the set was created with
 --   seq        the order of the last waiting claim
 --   L<id>      a lease: cjson {o = owner, m = 'x'|'s', p = permits, t = token, e = expiry_us,
---              d = metadata}; numbers are kept as decimal strings (cjson rounds numbers to
+--              d = metadata, a = the Redlock attempt that last granted it}; numbers are kept as decimal strings (cjson rounds numbers to
 --              14 digits, tokens and microsecond times have 16)
 --   C<id>      a waiting claim: cjson {w = weight, o = order, e = expiry_us}
 -- The hash's own expiry is kept at the latest expiry of its entries, so an abandoned set

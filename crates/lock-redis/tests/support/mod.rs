@@ -127,3 +127,163 @@ pub fn mutex_counter_key(prefix: &str, name: &str) -> String {
     let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}{{{hex}}}:mutex:token")
 }
+
+/// A backend on `urls` with the default round-trip timeout (2 s), as in production.
+///
+/// # Panics
+///
+/// When it cannot connect.
+pub async fn default_backend(urls: &[String], prefix: &str) -> Redis {
+    Redis::connect(RedisConfig::new(urls.iter().cloned()).prefix(prefix))
+        .await
+        .expect("connect")
+}
+
+/// A TCP proxy that cuts the link at one precise moment: once armed with
+/// [`trip_on`](TripProxy::trip_on), the first reply from the server that contains the pattern
+/// is delivered, and from then on nothing the client sends reaches the server (on every
+/// connection, old or new) until [`restore`](TripProxy::restore), which closes the cut
+/// connections. This puts a fault between two rounds of one operation (say, after the grant
+/// and before the raise) without depending on timing.
+pub struct TripProxy {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<TripState>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+struct TripState {
+    armed: std::sync::Mutex<Option<Vec<u8>>>,
+    /// The generation of the link: odd while tripped.
+    link: tokio::sync::watch::Sender<u64>,
+}
+
+impl TripState {
+    fn tripped(&self) -> bool {
+        *self.link.borrow() % 2 == 1
+    }
+
+    /// Trips when armed and `bytes` hold the pattern.
+    fn check(&self, bytes: &[u8]) {
+        let mut armed = self.armed.lock().unwrap();
+        if let Some(pattern) = armed.as_ref()
+            && bytes
+                .windows(pattern.len())
+                .any(|w| w == pattern.as_slice())
+        {
+            *armed = None;
+            self.link.send_modify(|g| {
+                if *g % 2 == 0 {
+                    *g += 1;
+                }
+            });
+        }
+    }
+}
+
+impl TripProxy {
+    /// Starts a proxy to `target` on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// When no loopback port can be bound.
+    pub async fn start(target: std::net::SocketAddr) -> TripProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(TripState {
+            armed: std::sync::Mutex::new(None),
+            link: tokio::sync::watch::channel(0).0,
+        });
+        let accept = tokio::spawn({
+            let state = state.clone();
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    tokio::spawn(trip_forward(client, target, state.clone()));
+                }
+            }
+        });
+        TripProxy {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    /// The URL clients use.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Cuts the link right after the next server reply that contains `pattern`.
+    pub fn trip_on(&self, pattern: &[u8]) {
+        *self.state.armed.lock().unwrap() = Some(pattern.to_vec());
+    }
+
+    /// True once tripped (until restored).
+    pub fn is_tripped(&self) -> bool {
+        self.state.tripped()
+    }
+
+    /// Disarms, closes the cut connections and forwards again.
+    pub fn restore(&self) {
+        *self.state.armed.lock().unwrap() = None;
+        self.state.link.send_modify(|g| {
+            if *g % 2 == 1 {
+                *g += 1;
+            }
+        });
+    }
+}
+
+impl Drop for TripProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.restore();
+    }
+}
+
+async fn trip_forward(
+    client: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    state: std::sync::Arc<TripState>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = client_read.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            if state.tripped() {
+                // Held back: wait for the restore, then close this connection.
+                let mut link = state.link.subscribe();
+                let _ = link.wait_for(|g| g % 2 == 0).await;
+                return Ok(());
+            }
+            server_write.write_all(&buf[..n]).await?;
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = server_read.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(());
+            }
+            // Trip before the client sees the reply, so that its next request is held.
+            state.check(&buf[..n]);
+            client_write.write_all(&buf[..n]).await?;
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+}
