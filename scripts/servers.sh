@@ -56,6 +56,24 @@ wait_port() {
     return 1
 }
 
+# Sets `picked` to a loopback TCP port nothing listens on, never one picked before by this
+# script: several runs (worktrees, a CI run next to a developer's) never share servers.
+picked_ports=" "
+pick_port() {
+    local port
+    for _ in $(seq 1 500); do
+        # Below 32768: outside the range the kernel hands to outgoing connections.
+        port=$((10000 + RANDOM % 22000))
+        if [[ "$picked_ports" != *" $port "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            picked_ports+="$port "
+            picked=$port
+            return 0
+        fi
+    done
+    echo "no free TCP port found on 127.0.0.1" >&2
+    return 1
+}
+
 # Redis: one instance for single-node tests, five independent ones for Redlock.
 start_redis() {
     # The fault tests start their own redis-server processes, whatever LOCK_TEST_* say; the
@@ -66,15 +84,16 @@ start_redis() {
         log "Redis: using LOCK_TEST_REDIS_URLS"
         return
     fi
-    local urls=() port
-    for port in 6390 6391 6392 6393 6394 6395; do
+    local urls=() ports=() port
+    for _ in 1 2 3 4 5 6; do pick_port; ports+=("$picked"); done
+    for port in "${ports[@]}"; do
         mkdir -p "$servers_dir/redis-$port"
         redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
             --dir "$servers_dir/redis-$port" --logfile "$servers_dir/redis-$port/log" &
         pids+=("$!")
         urls+=("redis://127.0.0.1:$port")
     done
-    for port in 6390 6391 6392 6393 6394 6395; do wait_port "$port"; done
+    for port in "${ports[@]}"; do wait_port "$port"; done
     export LOCK_TEST_REDIS_URLS="${urls[0]}"
     export LOCK_TEST_REDLOCK_URLS
     LOCK_TEST_REDLOCK_URLS=$(IFS=,; echo "${urls[*]:1}")
@@ -92,7 +111,9 @@ start_postgres() {
         apt_install postgresql
         pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
     fi
-    local port=5440
+    local port
+    pick_port
+    port=$picked
     pg_data="$servers_dir/pg"
     mkdir -p "$pg_data"
     chown postgres "$pg_data"
@@ -114,7 +135,9 @@ start_pgbouncer() {
     local pgbouncer
     pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     [ -x "$pgbouncer" ] || { apt_install pgbouncer; pgbouncer=$(command -v pgbouncer || echo /usr/sbin/pgbouncer); }
-    local dir="$servers_dir/pgbouncer" port=6440
+    local dir="$servers_dir/pgbouncer" port
+    pick_port
+    port=$picked
     mkdir -p "$dir"
     echo '"postgres" ""' >"$dir/users.txt"
     cat >"$dir/pgbouncer.ini" <<INI
@@ -152,20 +175,26 @@ start_etcd() {
         log "etcd: using LOCK_TEST_ETCD_ENDPOINTS"
         return
     fi
-    local cluster="" endpoints=() i
-    for i in 1 2 3; do cluster+="n$i=http://127.0.0.1:$((2480 + i)),"; done
+    local cluster="" endpoints=() client=() peer=() i
+    for i in 1 2 3; do
+        pick_port
+        client[i]=$picked
+        pick_port
+        peer[i]=$picked
+        cluster+="n$i=http://127.0.0.1:${peer[i]},"
+    done
     for i in 1 2 3; do
         etcd --name "n$i" --data-dir "$servers_dir/etcd-$i" \
-            --listen-client-urls "http://127.0.0.1:$((2380 + i))" \
-            --advertise-client-urls "http://127.0.0.1:$((2380 + i))" \
-            --listen-peer-urls "http://127.0.0.1:$((2480 + i))" \
-            --initial-advertise-peer-urls "http://127.0.0.1:$((2480 + i))" \
+            --listen-client-urls "http://127.0.0.1:${client[i]}" \
+            --advertise-client-urls "http://127.0.0.1:${client[i]}" \
+            --listen-peer-urls "http://127.0.0.1:${peer[i]}" \
+            --initial-advertise-peer-urls "http://127.0.0.1:${peer[i]}" \
             --initial-cluster "${cluster%,}" --initial-cluster-state new \
             --initial-cluster-token lock-test >"$servers_dir/etcd-$i.log" 2>&1 &
         pids+=("$!")
-        endpoints+=("127.0.0.1:$((2380 + i))")
+        endpoints+=("127.0.0.1:${client[i]}")
     done
-    for i in 1 2 3; do wait_port $((2380 + i)); done
+    for i in 1 2 3; do wait_port "${client[i]}"; done
     export LOCK_TEST_ETCD_ENDPOINTS
     LOCK_TEST_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
     # Listening is not ready: wait until a leader is elected and every member answers.
