@@ -331,8 +331,10 @@ impl HandleCore {
                     }
                 }
                 Ok(Acquired::Busy { retry_after }) => {
-                    // Every backend adopts an earlier grant of this lease id (a conformance
-                    // property): busy means there is none, and a later grant is from now on.
+                    // A backend that grants this lease id later adopts any earlier grant of it
+                    // and moves its expiry to now + ttl (the `Backend::acquire` contract): a
+                    // grant after a busy answer is valid from its own request, even if a copy
+                    // of an earlier grant survived somewhere (a Redlock node).
                     unknown_since = None;
                     errors = 0;
                     contended = true;

@@ -188,6 +188,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Adds a lease if it is compatible with the valid leases and older claims, else records the
     /// request's claim (when [`AcquireRequest::claim`] is set) and reports busy.
     ///
+    /// **Adoption.** If a valid lease with the request's lease id already exists (a retry of a
+    /// request whose grant was applied but whose answer was lost), the backend answers
+    /// [`Acquired::Granted`] with that lease's token and moves its expiry to at least now +
+    /// `ttl`: the caller counts the lease's validity from this request. It never waits behind
+    /// its own lease. The conformance suite checks it.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a semaphore limit that differs from the stored one;

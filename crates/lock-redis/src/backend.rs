@@ -1,5 +1,6 @@
 //! [`Redis`]: the [`Backend`] on one instance or, with Redlock, on several.
 
+use crate::background::Background;
 use crate::config::RedisConfig;
 use crate::keys::{KINDS, Layout, decode_metadata, encode_metadata};
 use crate::node::{Node, NodeError};
@@ -58,6 +59,8 @@ struct Inner {
     notifier: Notifier,
     listeners: Vec<JoinHandle<()>>,
     config: RedisConfig,
+    /// Stragglers and roll-backs still running; `close` waits for them.
+    background: Background,
 }
 
 impl Drop for Inner {
@@ -120,6 +123,7 @@ impl Redis {
                 notifier,
                 listeners,
                 config,
+                background: Background::default(),
             }),
         })
     }
@@ -300,9 +304,10 @@ impl Redis {
     }
 
     /// Redlock's roll-back, in the background: releases `lease` (with `attempt`, only where that
-    /// attempt granted it) on the instances of `holding` (which answered that they hold it) and
-    /// of `unsure` (which failed and may hold it), and on each instance of `stragglers` once its
-    /// call answers, if `may_hold` says that answer may have left the lease there. Failures are
+    /// attempt granted it) on the instances of `holding` (which answered that they hold it), of
+    /// `unsure` (which failed and may hold it) and of `stragglers` (still working: the release
+    /// follows their call on the connection), and again on each instance of `stragglers` once
+    /// its call answers, if `may_hold` says that answer may have left the lease there. Failures are
     /// ignored: the TTL is the backstop. Each part is bounded by two round trips' timeouts.
     ///
     /// Returns the task releasing on `holding`: those instances just answered, so a caller
@@ -321,7 +326,7 @@ impl Redis {
         let release_on = |nodes: Vec<usize>| {
             let this = self.clone();
             let key = key.clone();
-            tokio::spawn(async move {
+            this.inner.background.clone().spawn(async move {
                 join_all(
                     nodes
                         .iter()
@@ -331,12 +336,16 @@ impl Redis {
             })
         };
         let quick = (!holding.is_empty()).then(|| release_on(holding));
+        // Instances still working on the call get the release at once too: on their
+        // connection it runs right after the call, so a program that closes its locker and
+        // exits leaves nothing there (the release after their answer below is the backstop).
+        let unsure: Vec<usize> = unsure.into_iter().chain(stragglers.pending()).collect();
         if !unsure.is_empty() {
             release_on(unsure);
         }
         let this = self.clone();
         let owned_key = key.clone();
-        stragglers.finish_in_background(move |i, answer| {
+        stragglers.finish_in_background(&self.inner.background, move |i, answer| {
             let this = this.clone();
             let key = owned_key.clone();
             async move {
@@ -469,8 +478,8 @@ impl Redis {
                 // Late grants belong to this lease (release and extend reach every instance);
                 // their tokens were not raised, so inspect reports the token that a quorum
                 // of instances holds.
-                round.detach();
-                raise.detach();
+                round.detach(&self.inner.background);
+                raise.detach(&self.inner.background);
                 return Ok(Acquired::Granted {
                     token: FencingToken(token),
                 });
@@ -478,7 +487,7 @@ impl Redis {
             if !in_time() {
                 raise_failed.extend(self.unanswered(&raise, started));
             }
-            raise.detach();
+            raise.detach(&self.inner.background);
             let rolling = self.roll_back(
                 granted,
                 unsure,
@@ -603,7 +612,7 @@ impl Backend for Redis {
                 None => break Err(unavailable(failed, n, quorum)),
             }
         };
-        round.detach();
+        round.detach(&self.inner.background);
         outcome
     }
 
@@ -655,7 +664,7 @@ impl Backend for Redis {
         };
         let in_time = deadline.is_none_or(|d| Instant::now() < d);
         if extended.len() >= quorum && in_time {
-            round.detach();
+            round.detach(&self.inner.background);
             return Ok(());
         }
         failed.extend(self.unanswered(&round, started));
@@ -671,7 +680,7 @@ impl Backend for Redis {
             })
         } else {
             // It may still be valid on a quorum with its old expiry: the caller may retry.
-            round.detach();
+            round.detach(&self.inner.background);
             Err(unavailable(failed, n, quorum))
         }
     }
@@ -784,10 +793,17 @@ impl Backend for Redis {
         Ok(self.inner.notifier.subscribe(&request.key))
     }
 
+    /// Stops the pub/sub listeners and waits (up to twice the round-trip timeout) for the work
+    /// left running in the background: the stragglers of Redlock rounds and the roll-backs, so
+    /// a program that closes its locker and exits leaves no partial grant behind.
     async fn close(&self) {
         for listener in &self.inner.listeners {
             listener.abort();
         }
+        self.inner
+            .background
+            .settled(self.inner.config.timeout * 2)
+            .await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! the order they arrive, so that the caller decides as soon as the outcome is known; the calls
 //! still running then finish in the background.
 
+use crate::background::Background;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::future::Future;
@@ -64,7 +65,7 @@ impl<T: Send + 'static> Round<T> {
 
     /// Lets the calls still running finish in the background; `then(i, answer)` runs on each
     /// answer (each call is bounded by the instance's timeout, so this ends too).
-    pub(crate) fn finish_in_background<F, Fut>(mut self, then: F)
+    pub(crate) fn finish_in_background<F, Fut>(mut self, background: &Background, then: F)
     where
         F: Fn(usize, T) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -72,7 +73,7 @@ impl<T: Send + 'static> Round<T> {
         if self.calls.is_empty() {
             return;
         }
-        tokio::spawn(async move {
+        background.spawn(async move {
             let mut after = FuturesUnordered::new();
             loop {
                 tokio::select! {
@@ -89,7 +90,7 @@ impl<T: Send + 'static> Round<T> {
     }
 
     /// Lets the calls still running finish in the background, ignoring their answers.
-    pub(crate) fn detach(self) {
-        self.finish_in_background(|_, _| async {});
+    pub(crate) fn detach(self, background: &Background) {
+        self.finish_in_background(background, |_, _| async {});
     }
 }

@@ -15,15 +15,23 @@ if s.expired and next(s.claims) ~= nil then
   redis.call('PUBLISH', ARGV[9], 'expired')
 end
 
--- A retry of a request that was granted (its answer lost in a timeout) gets the same lease.
--- A later attempt takes the lease over, so that a roll-back of an earlier one leaves it alone.
+-- A retry of a request that was granted (its answer lost in a timeout) gets the same lease,
+-- valid from now: its expiry moves to at least now + ttl (the client counts the lease's
+-- validity from this request). A later attempt takes the lease over, so that a roll-back of
+-- an earlier one leaves it alone.
 local attempt = tonumber(ARGV[11]) or 0
 local mine_lease = s.leases[id]
 if mine_lease then
   if attempt > (tonumber(mine_lease.a) or 0) then
     mine_lease.a = fmt(attempt)
-    redis.call('HSET', key, 'L' .. id, cjson.encode(mine_lease))
   end
+  local expires = now + ttl
+  if expires > tonumber(mine_lease.e) then
+    mine_lease.e = fmt(expires)
+  end
+  redis.call('HSET', key, 'L' .. id, cjson.encode(mine_lease))
+  if expires > s.max_e then s.max_e = expires end
+  store(key, s, now)
   return {'granted', mine_lease.t}
 end
 
