@@ -5,6 +5,7 @@ use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnResponse,
 };
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
@@ -74,9 +75,49 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// True when the connection broke under the request (gRPC `Unknown` "transport error": a
+/// broken pipe, a connection the server closed, for example with a GOAWAY, just as the request
+/// went out). The request may or may not have reached the server: only a request that is safe
+/// to repeat is sent again.
+fn connection_broke(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{:?}", status.code()) == "Unknown"
+                && status.message().contains("transport error")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a request may be sent again after its connection broke under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Not safe to repeat (a lease grant: a second one would leak a lease for its whole TTL).
+    No,
+    /// Safe to repeat once: a read, a keep-alive, a revoke, a compare-guarded transaction.
+    Once,
+}
+
 /// Runs one round trip within `timeout`, sending it again (to another endpoint, as the
 /// balancer picks) while it could not even be sent.
-pub(crate) async fn call<T, F, Fut>(timeout: Duration, mut send: F) -> Result<T, Failure>
+pub(crate) async fn call<T, F, Fut>(timeout: Duration, send: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    call_repeating(timeout, Repeat::No, send)
+        .await
+        .map(|(value, _)| value)
+}
+
+/// [`call`], also sending the request once more when its connection broke under it (with
+/// [`Repeat::Once`]); true with the answer when the request was sent again that way, so the
+/// first copy may have applied too.
+pub(crate) async fn call_repeating<T, F, Fut>(
+    timeout: Duration,
+    repeat: Repeat,
+    mut send: F,
+) -> Result<(T, bool), Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -85,11 +126,16 @@ where
     let deadline =
         tokio::time::Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 60 * 60));
     let pause = Duration::from_millis(50);
+    let mut repeated = false;
     loop {
         match tokio::time::timeout_at(deadline, send()).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => return Ok((value, repeated)),
             Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
                 tokio::time::sleep(pause).await;
+            }
+            // The channel reconnects at once: no pause.
+            Ok(Err(e)) if repeat == Repeat::Once && !repeated && connection_broke(&e) => {
+                repeated = true;
             }
             Ok(Err(e)) => return Err(Failure::Etcd(e)),
             Err(_) => return Err(Failure::TimedOut),
@@ -97,14 +143,21 @@ where
     }
 }
 
-/// [`call`], with failures mapped to [`Error::ProviderUnavailable`].
-pub(crate) async fn rpc<T, F, Fut>(timeout: Duration, what: &str, send: F) -> Result<T>
+/// [`call_repeating`], with failures mapped to [`Error::ProviderUnavailable`] and without the
+/// flag.
+pub(crate) async fn rpc<T, F, Fut>(
+    timeout: Duration,
+    repeat: Repeat,
+    what: &str,
+    send: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    call(timeout, send)
+    call_repeating(timeout, repeat, send)
         .await
+        .map(|(value, _)| value)
         .map_err(|f| f.into_error(what, timeout))
 }
 
@@ -144,7 +197,12 @@ impl Etcd {
         config.validate()?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(2), config.request_timeout)
+            // HTTP/2 pings only while a request or a watch is open, and no more often than etcd
+            // accepts (its gRPC server allows one per 5 s, none on an idle connection: more
+            // pings are answered with GOAWAY too_many_pings, and the connection drops under the
+            // next request). A connection idle for longer is pinged as the next request starts.
+            .with_keep_alive(Duration::from_secs(10), config.request_timeout)
+            .with_keep_alive_while_idle(false)
             .with_require_leader(true);
         let mut user = config.user.clone();
         let mut endpoints = Vec::new();
@@ -185,7 +243,7 @@ impl Etcd {
             timeout: config.request_timeout,
         };
         // One small read (a count of one key) proves the cluster answers and has a leader.
-        rpc(etcd.timeout, "read", || {
+        rpc(etcd.timeout, Repeat::Once, "read", || {
             let mut kv = etcd.client.kv_client();
             let key = etcd.prefix.clone();
             async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
@@ -210,7 +268,7 @@ impl Etcd {
     /// Reads a key (or a prefix): the entries and the revision of the read.
     async fn read(&self, key: Vec<u8>, prefix: bool) -> Result<(Vec<Entry>, i64)> {
         let options = prefix.then(|| GetOptions::new().with_prefix());
-        let response = rpc(self.timeout, "read", || {
+        let response = rpc(self.timeout, Repeat::Once, "read", || {
             let mut kv = self.client.kv_client();
             let (key, options) = (key.clone(), options.clone());
             async move { kv.get(key, options).await }
@@ -228,7 +286,7 @@ impl Etcd {
     /// Grants a lease of at least `ttl`: its id and the TTL in seconds the server granted (etcd
     /// raises a TTL below its minimum, about 2 s on a default cluster).
     async fn grant_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
-        let response = rpc(self.timeout, "lease grant", || {
+        let response = rpc(self.timeout, Repeat::No, "lease grant", || {
             let mut lease = self.client.lease_client();
             async move { lease.grant(lease_secs(ttl), None).await }
         })
@@ -260,7 +318,7 @@ impl Etcd {
 
     /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let renewed = call(self.timeout, || {
+        let renewed = call_repeating(self.timeout, Repeat::Once, || {
             let mut client = self.client.lease_client();
             async move { client.keep_alive(lease).await }
         })
@@ -274,7 +332,7 @@ impl Etcd {
 
     /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
     async fn revoke(&self, lease: i64) -> Result<bool> {
-        let revoked = call(self.timeout, || {
+        let revoked = call_repeating(self.timeout, Repeat::Once, || {
             let mut client = self.client.lease_client();
             async move { client.revoke(lease).await }
         })
@@ -290,13 +348,31 @@ impl Etcd {
         }
     }
 
-    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
-        let response = rpc(self.timeout, "transaction", || {
+    /// Runs a compare-guarded transaction: the answer, and whether it was sent twice (its
+    /// connection broke under the first copy). Every transaction here is guarded by a compare
+    /// that the first copy, had it applied, makes fail: the second copy never applies twice.
+    async fn txn_response(&self, txn: Txn) -> Result<(TxnResponse, bool)> {
+        call_repeating(self.timeout, Repeat::Once, || {
             let mut kv = self.client.kv_client();
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         })
-        .await?;
+        .await
+        .map_err(|f| f.into_error("transaction", self.timeout))
+    }
+
+    /// Runs a compare-guarded transaction: whether its compare held, and the revision. Any
+    /// error leaves it unclear whether the transaction applied. So does a failed compare on a
+    /// copy sent again (the first copy may have applied and made it fail): that is an error too,
+    /// so `Ok(false)` always means the transaction did not apply.
+    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
+        let (response, repeated) = self.txn_response(txn).await?;
+        if repeated && !response.succeeded() {
+            return Err(unavailable(
+                "etcd transaction sent again after its connection broke found its compare \
+                 failed: the first copy may have applied",
+            ));
+        }
         Ok((response.succeeded(), header_revision(response.header())?))
     }
 
@@ -574,7 +650,7 @@ impl Backend for Etcd {
             let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
             let Some(kind) = kind_of(&rest) else { continue };
             let lease = entry.lease;
-            let ttl = rpc(self.timeout, "lease time-to-live", || {
+            let ttl = rpc(self.timeout, Repeat::Once, "lease time-to-live", || {
                 let mut client = self.client.lease_client();
                 async move { client.time_to_live(lease, None).await }
             })
