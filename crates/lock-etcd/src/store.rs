@@ -5,7 +5,7 @@ use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
-    TxnResponse,
+    TxnOpResponse, TxnResponse,
 };
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
@@ -17,6 +17,9 @@ use std::time::{Duration, SystemTime};
 /// How often an operation re-reads and retries when a concurrent write changed the lock
 /// between its read and its transaction.
 const CONFLICT_RETRIES: usize = 16;
+
+/// How often `inspect` follows a holder's key to the new lease an extend moved it to.
+const MOVED_RETRIES: usize = 4;
 
 /// The etcd v3 backend: one etcd lease per grant and per waiting claim, waiters queued in
 /// revision order. Cheap to clone; clones share the connection.
@@ -523,6 +526,76 @@ impl Etcd {
         })
     }
 
+    /// Settles an extend whose move of `entry` to `new_lease` ended without a clear answer
+    /// (`unclear`): it may have applied, not applied, or still be on its way. A fence decides: a
+    /// transaction that re-writes the key unchanged, on its old lease, if it still is the entry
+    /// that was read (after that the move's compare can never hold), and else reads it.
+    ///
+    /// Moved: the extend succeeded, and the old lease is revoked. Fenced, or on another lease:
+    /// the move never applies, the new lease is revoked and the extend reports `unclear`
+    /// (retryable; the key keeps its old lease, kept alive just before). Gone: `expired`. Fence
+    /// without a clear answer either: the new lease is left to expire by itself, it may hold
+    /// the key.
+    async fn settle_move(
+        &self,
+        entry: &Entry,
+        new_lease: i64,
+        unclear: Error,
+        expired: Error,
+    ) -> Result<()> {
+        let mut stored = entry.stored.clone();
+        stored.token = Some(entry.token());
+        let fence = Txn::new()
+            .when([Compare::mod_revision(
+                entry.key.clone(),
+                CompareOp::Equal,
+                entry.mod_revision,
+            )])
+            .and_then([TxnOp::put(
+                entry.key.clone(),
+                stored.encode(),
+                Some(PutOptions::new().with_lease(entry.lease)),
+            )])
+            .or_else([TxnOp::get(entry.key.clone(), None)]);
+        let Ok((response, _)) = self.txn_response(fence).await else {
+            return Err(unclear);
+        };
+        if response.succeeded() {
+            self.revoke_quietly(new_lease).await;
+            return Err(unclear);
+        }
+        let now = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(Entry::from_kv)),
+            _ => None,
+        });
+        match now {
+            Some(Some(Ok(now))) if now.lease == new_lease && now.stored.held => {
+                self.revoke_quietly(entry.lease).await;
+                Ok(())
+            }
+            Some(Some(Ok(now))) if now.lease != new_lease && now.stored.held => {
+                self.revoke_quietly(new_lease).await;
+                Err(unclear)
+            }
+            Some(None | Some(Ok(_))) => {
+                // Gone, or no longer a granted lease: not held any more.
+                self.revoke_quietly(new_lease).await;
+                Err(expired)
+            }
+            Some(Some(Err(_))) | None => Err(unclear),
+        }
+    }
+
+    /// A lease's remaining TTL in whole seconds (truncated), negative if it is gone.
+    async fn lease_ttl(&self, lease: i64) -> Result<i64> {
+        let response = rpc(self.timeout, Repeat::Once, "lease time-to-live", || {
+            let mut client = self.client.lease_client();
+            async move { client.time_to_live(lease, None).await }
+        })
+        .await?;
+        Ok(response.ttl())
+    }
+
     /// Deletes the request's key if it is still the entry that was read.
     async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
         let txn = Txn::new()
@@ -629,11 +702,11 @@ impl Backend for Etcd {
                     self.revoke_quietly(entry.lease).await;
                     return Ok(());
                 }
+                // The compare definitely failed: the key is not on the new lease.
                 Ok((false, _)) => self.revoke_quietly(new_lease).await,
-                Err(e) => {
-                    self.revoke_quietly(new_lease).await;
-                    return Err(e);
-                }
+                // The move may have applied (its answer lost), or may still apply: revoking the
+                // new lease could delete the holder's key. Settle it first.
+                Err(e) => return self.settle_move(&entry, new_lease, e, expired()).await,
             }
         }
         Err(unavailable(format!(
@@ -646,18 +719,28 @@ impl Backend for Etcd {
         let prefix = name_prefix(&self.prefix, name);
         let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
         let mut holders = Vec::new();
-        for entry in entries.into_iter().filter(|e| e.stored.held) {
+        for mut entry in entries.into_iter().filter(|e| e.stored.held) {
             let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
             let Some(kind) = kind_of(&rest) else { continue };
-            let lease = entry.lease;
-            let ttl = rpc(self.timeout, Repeat::Once, "lease time-to-live", || {
-                let mut client = self.client.lease_client();
-                async move { client.time_to_live(lease, None).await }
-            })
-            .await?
-            .ttl();
+            let mut ttl = self.lease_ttl(entry.lease).await?;
+            // The lease is gone: it expired since the read, or an extend moved the key to a new
+            // lease (and revoked this one). Read the key again and ask its current lease, a
+            // few times (each move needs an extend with another TTL).
+            for _ in 0..MOVED_RETRIES {
+                if ttl >= 0 {
+                    break;
+                }
+                let (again, _) = self.read(entry.key.clone(), false).await?;
+                match again.into_iter().next() {
+                    Some(now) if now.stored.held && now.lease != entry.lease => {
+                        ttl = self.lease_ttl(now.lease).await?;
+                        entry = now;
+                    }
+                    _ => break,
+                }
+            }
             if ttl < 0 {
-                continue; // expired since the read
+                continue; // expired (or released) since the read
             }
             let key = LockKey::new(name, kind)?;
             // etcd truncates the remaining TTL to whole seconds: the lease ends within the
