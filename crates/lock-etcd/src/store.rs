@@ -5,6 +5,7 @@ use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
 use crate::subscribe;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
 };
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
@@ -16,6 +17,9 @@ use std::time::{Duration, SystemTime};
 /// How often an operation re-reads and retries when a concurrent write changed the lock
 /// between its read and its transaction.
 const CONFLICT_RETRIES: usize = 16;
+
+/// How often `inspect` follows a holder's key to the new lease an extend moved it to.
+const MOVED_RETRIES: usize = 4;
 
 /// The etcd v3 backend: one etcd lease per grant and per waiting claim, waiters queued in
 /// revision order. Cheap to clone; clones share the connection.
@@ -74,9 +78,49 @@ fn never_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// True when the connection broke under the request (gRPC `Unknown` "transport error": a
+/// broken pipe, a connection the server closed, for example with a GOAWAY, just as the request
+/// went out). The request may or may not have reached the server: only a request that is safe
+/// to repeat is sent again.
+fn connection_broke(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{:?}", status.code()) == "Unknown"
+                && status.message().contains("transport error")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a request may be sent again after its connection broke under it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Not safe to repeat (a lease grant: a second one would leak a lease for its whole TTL).
+    No,
+    /// Safe to repeat once: a read, a keep-alive, a revoke, a compare-guarded transaction.
+    Once,
+}
+
 /// Runs one round trip within `timeout`, sending it again (to another endpoint, as the
 /// balancer picks) while it could not even be sent.
-pub(crate) async fn call<T, F, Fut>(timeout: Duration, mut send: F) -> Result<T, Failure>
+pub(crate) async fn call<T, F, Fut>(timeout: Duration, send: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    call_repeating(timeout, Repeat::No, send)
+        .await
+        .map(|(value, _)| value)
+}
+
+/// [`call`], also sending the request once more when its connection broke under it (with
+/// [`Repeat::Once`]); true with the answer when the request was sent again that way, so the
+/// first copy may have applied too.
+pub(crate) async fn call_repeating<T, F, Fut>(
+    timeout: Duration,
+    repeat: Repeat,
+    mut send: F,
+) -> Result<(T, bool), Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -85,11 +129,16 @@ where
     let deadline =
         tokio::time::Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 60 * 60));
     let pause = Duration::from_millis(50);
+    let mut repeated = false;
     loop {
         match tokio::time::timeout_at(deadline, send()).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => return Ok((value, repeated)),
             Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
                 tokio::time::sleep(pause).await;
+            }
+            // The channel reconnects at once: no pause.
+            Ok(Err(e)) if repeat == Repeat::Once && !repeated && connection_broke(&e) => {
+                repeated = true;
             }
             Ok(Err(e)) => return Err(Failure::Etcd(e)),
             Err(_) => return Err(Failure::TimedOut),
@@ -97,14 +146,21 @@ where
     }
 }
 
-/// [`call`], with failures mapped to [`Error::ProviderUnavailable`].
-pub(crate) async fn rpc<T, F, Fut>(timeout: Duration, what: &str, send: F) -> Result<T>
+/// [`call_repeating`], with failures mapped to [`Error::ProviderUnavailable`] and without the
+/// flag.
+pub(crate) async fn rpc<T, F, Fut>(
+    timeout: Duration,
+    repeat: Repeat,
+    what: &str,
+    send: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    call(timeout, send)
+    call_repeating(timeout, repeat, send)
         .await
+        .map(|(value, _)| value)
         .map_err(|f| f.into_error(what, timeout))
 }
 
@@ -144,7 +200,12 @@ impl Etcd {
         config.validate()?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(Duration::from_secs(2), config.request_timeout)
+            // HTTP/2 pings only while a request or a watch is open, and no more often than etcd
+            // accepts (its gRPC server allows one per 5 s, none on an idle connection: more
+            // pings are answered with GOAWAY too_many_pings, and the connection drops under the
+            // next request). A connection idle for longer is pinged as the next request starts.
+            .with_keep_alive(Duration::from_secs(10), config.request_timeout)
+            .with_keep_alive_while_idle(false)
             .with_require_leader(true);
         let mut user = config.user.clone();
         let mut endpoints = Vec::new();
@@ -185,7 +246,7 @@ impl Etcd {
             timeout: config.request_timeout,
         };
         // One small read (a count of one key) proves the cluster answers and has a leader.
-        rpc(etcd.timeout, "read", || {
+        rpc(etcd.timeout, Repeat::Once, "read", || {
             let mut kv = etcd.client.kv_client();
             let key = etcd.prefix.clone();
             async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
@@ -210,7 +271,7 @@ impl Etcd {
     /// Reads a key (or a prefix): the entries and the revision of the read.
     async fn read(&self, key: Vec<u8>, prefix: bool) -> Result<(Vec<Entry>, i64)> {
         let options = prefix.then(|| GetOptions::new().with_prefix());
-        let response = rpc(self.timeout, "read", || {
+        let response = rpc(self.timeout, Repeat::Once, "read", || {
             let mut kv = self.client.kv_client();
             let (key, options) = (key.clone(), options.clone());
             async move { kv.get(key, options).await }
@@ -228,7 +289,7 @@ impl Etcd {
     /// Grants a lease of at least `ttl`: its id and the TTL in seconds the server granted (etcd
     /// raises a TTL below its minimum, about 2 s on a default cluster).
     async fn grant_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
-        let response = rpc(self.timeout, "lease grant", || {
+        let response = rpc(self.timeout, Repeat::No, "lease grant", || {
             let mut lease = self.client.lease_client();
             async move { lease.grant(lease_secs(ttl), None).await }
         })
@@ -260,7 +321,7 @@ impl Etcd {
 
     /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let renewed = call(self.timeout, || {
+        let renewed = call_repeating(self.timeout, Repeat::Once, || {
             let mut client = self.client.lease_client();
             async move { client.keep_alive(lease).await }
         })
@@ -274,7 +335,7 @@ impl Etcd {
 
     /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
     async fn revoke(&self, lease: i64) -> Result<bool> {
-        let revoked = call(self.timeout, || {
+        let revoked = call_repeating(self.timeout, Repeat::Once, || {
             let mut client = self.client.lease_client();
             async move { client.revoke(lease).await }
         })
@@ -290,13 +351,31 @@ impl Etcd {
         }
     }
 
-    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
-        let response = rpc(self.timeout, "transaction", || {
+    /// Runs a compare-guarded transaction: the answer, and whether it was sent twice (its
+    /// connection broke under the first copy). Every transaction here is guarded by a compare
+    /// that the first copy, had it applied, makes fail: the second copy never applies twice.
+    async fn txn_response(&self, txn: Txn) -> Result<(TxnResponse, bool)> {
+        call_repeating(self.timeout, Repeat::Once, || {
             let mut kv = self.client.kv_client();
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         })
-        .await?;
+        .await
+        .map_err(|f| f.into_error("transaction", self.timeout))
+    }
+
+    /// Runs a compare-guarded transaction: whether its compare held, and the revision. Any
+    /// error leaves it unclear whether the transaction applied. So does a failed compare on a
+    /// copy sent again (the first copy may have applied and made it fail): that is an error too,
+    /// so `Ok(false)` always means the transaction did not apply.
+    async fn txn(&self, txn: Txn) -> Result<(bool, i64)> {
+        let (response, repeated) = self.txn_response(txn).await?;
+        if repeated && !response.succeeded() {
+            return Err(unavailable(
+                "etcd transaction sent again after its connection broke found its compare \
+                 failed: the first copy may have applied",
+            ));
+        }
         Ok((response.succeeded(), header_revision(response.header())?))
     }
 
@@ -447,6 +526,76 @@ impl Etcd {
         })
     }
 
+    /// Settles an extend whose move of `entry` to `new_lease` ended without a clear answer
+    /// (`unclear`): it may have applied, not applied, or still be on its way. A fence decides: a
+    /// transaction that re-writes the key unchanged, on its old lease, if it still is the entry
+    /// that was read (after that the move's compare can never hold), and else reads it.
+    ///
+    /// Moved: the extend succeeded, and the old lease is revoked. Fenced, or on another lease:
+    /// the move never applies, the new lease is revoked and the extend reports `unclear`
+    /// (retryable; the key keeps its old lease, kept alive just before). Gone: `expired`. Fence
+    /// without a clear answer either: the new lease is left to expire by itself, it may hold
+    /// the key.
+    async fn settle_move(
+        &self,
+        entry: &Entry,
+        new_lease: i64,
+        unclear: Error,
+        expired: Error,
+    ) -> Result<()> {
+        let mut stored = entry.stored.clone();
+        stored.token = Some(entry.token());
+        let fence = Txn::new()
+            .when([Compare::mod_revision(
+                entry.key.clone(),
+                CompareOp::Equal,
+                entry.mod_revision,
+            )])
+            .and_then([TxnOp::put(
+                entry.key.clone(),
+                stored.encode(),
+                Some(PutOptions::new().with_lease(entry.lease)),
+            )])
+            .or_else([TxnOp::get(entry.key.clone(), None)]);
+        let Ok((response, _)) = self.txn_response(fence).await else {
+            return Err(unclear);
+        };
+        if response.succeeded() {
+            self.revoke_quietly(new_lease).await;
+            return Err(unclear);
+        }
+        let now = response.op_responses().into_iter().find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get.kvs().first().map(Entry::from_kv)),
+            _ => None,
+        });
+        match now {
+            Some(Some(Ok(now))) if now.lease == new_lease && now.stored.held => {
+                self.revoke_quietly(entry.lease).await;
+                Ok(())
+            }
+            Some(Some(Ok(now))) if now.lease != new_lease && now.stored.held => {
+                self.revoke_quietly(new_lease).await;
+                Err(unclear)
+            }
+            Some(None | Some(Ok(_))) => {
+                // Gone, or no longer a granted lease: not held any more.
+                self.revoke_quietly(new_lease).await;
+                Err(expired)
+            }
+            Some(Some(Err(_))) | None => Err(unclear),
+        }
+    }
+
+    /// A lease's remaining TTL in whole seconds (truncated), negative if it is gone.
+    async fn lease_ttl(&self, lease: i64) -> Result<i64> {
+        let response = rpc(self.timeout, Repeat::Once, "lease time-to-live", || {
+            let mut client = self.client.lease_client();
+            async move { client.time_to_live(lease, None).await }
+        })
+        .await?;
+        Ok(response.ttl())
+    }
+
     /// Deletes the request's key if it is still the entry that was read.
     async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
         let txn = Txn::new()
@@ -553,11 +702,11 @@ impl Backend for Etcd {
                     self.revoke_quietly(entry.lease).await;
                     return Ok(());
                 }
+                // The compare definitely failed: the key is not on the new lease.
                 Ok((false, _)) => self.revoke_quietly(new_lease).await,
-                Err(e) => {
-                    self.revoke_quietly(new_lease).await;
-                    return Err(e);
-                }
+                // The move may have applied (its answer lost), or may still apply: revoking the
+                // new lease could delete the holder's key. Settle it first.
+                Err(e) => return self.settle_move(&entry, new_lease, e, expired()).await,
             }
         }
         Err(unavailable(format!(
@@ -570,18 +719,28 @@ impl Backend for Etcd {
         let prefix = name_prefix(&self.prefix, name);
         let (entries, _) = self.read(prefix.clone().into_bytes(), true).await?;
         let mut holders = Vec::new();
-        for entry in entries.into_iter().filter(|e| e.stored.held) {
+        for mut entry in entries.into_iter().filter(|e| e.stored.held) {
             let rest = String::from_utf8_lossy(&entry.key[prefix.len()..]).into_owned();
             let Some(kind) = kind_of(&rest) else { continue };
-            let lease = entry.lease;
-            let ttl = rpc(self.timeout, "lease time-to-live", || {
-                let mut client = self.client.lease_client();
-                async move { client.time_to_live(lease, None).await }
-            })
-            .await?
-            .ttl();
+            let mut ttl = self.lease_ttl(entry.lease).await?;
+            // The lease is gone: it expired since the read, or an extend moved the key to a new
+            // lease (and revoked this one). Read the key again and ask its current lease, a
+            // few times (each move needs an extend with another TTL).
+            for _ in 0..MOVED_RETRIES {
+                if ttl >= 0 {
+                    break;
+                }
+                let (again, _) = self.read(entry.key.clone(), false).await?;
+                match again.into_iter().next() {
+                    Some(now) if now.stored.held && now.lease != entry.lease => {
+                        ttl = self.lease_ttl(now.lease).await?;
+                        entry = now;
+                    }
+                    _ => break,
+                }
+            }
             if ttl < 0 {
-                continue; // expired since the read
+                continue; // expired (or released) since the read
             }
             let key = LockKey::new(name, kind)?;
             // etcd truncates the remaining TTL to whole seconds: the lease ends within the
