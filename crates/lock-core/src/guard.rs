@@ -4,6 +4,7 @@ use crate::backend::DynBackend;
 use crate::observe::{self, ExtendOutcome, Op, ReleaseVia};
 use crate::retry::Delays;
 use crate::time::{later, no_reply};
+use crate::tracker::{Tracked, Tracker};
 use crate::{
     Error, FencingToken, LeaseId, LockInfo, LockKey, Metadata, Mode, OnLost, Result, RetryPolicy,
     check_ttl,
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime};
 use tokio::runtime::Handle as Runtime;
@@ -51,14 +52,10 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct Live {
     held: StdMutex<HashMap<LeaseId, Weak<Held>, BuildHasherDefault<LeaseIdHasher>>>,
-    /// Releases still running in the background (dropped guards, withdrawn claims); `close`
-    /// waits for them.
-    releasing: AtomicUsize,
-    /// Acquisitions running; `close` waits for them to end (and hand their leases or claims
-    /// to background releases).
-    acquiring: AtomicUsize,
-    /// Woken when a background release or an acquisition ends.
-    idle: Notify,
+    /// Releases still running in the background (dropped guards, withdrawn claims) and
+    /// acquisitions running (which hand what they got to background releases when they end):
+    /// `close` waits for all of it.
+    active: Tracker,
     closed: AtomicBool,
     /// Woken by `close`: waiting acquisitions end.
     closing: Notify,
@@ -118,24 +115,11 @@ impl Live {
     /// Runs a release in the background on `runtime`, counted until it ends (or is dropped,
     /// as when the runtime shuts down).
     pub(crate) fn spawn_release(
-        self: &Arc<Self>,
+        &self,
         runtime: &Runtime,
         release: impl Future<Output = ()> + Send + 'static,
     ) -> JoinHandle<()> {
-        /// Uncounts the release when the task's future is dropped, done or not.
-        struct Done(Arc<Live>);
-        impl Drop for Done {
-            fn drop(&mut self) {
-                self.0.releasing.fetch_sub(1, Ordering::SeqCst);
-                self.0.idle.notify_waiters();
-            }
-        }
-        self.releasing.fetch_add(1, Ordering::SeqCst);
-        let done = Done(Arc::clone(self));
-        runtime.spawn(async move {
-            let _done = done;
-            release.await;
-        })
+        self.active.spawn_on(runtime, release)
     }
 
     /// Counts an acquisition until the returned value is dropped.
@@ -143,9 +127,8 @@ impl Live {
     /// # Errors
     ///
     /// [`Error::Closed`] once the locker was closed.
-    pub(crate) fn enter(self: &Arc<Self>) -> Result<Acquiring> {
-        self.acquiring.fetch_add(1, Ordering::SeqCst);
-        let active = Acquiring(Arc::clone(self));
+    pub(crate) fn enter(&self) -> Result<Tracked> {
+        let active = self.active.enter();
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -154,29 +137,7 @@ impl Live {
 
     /// Waits until no acquisition and no background release is running, or until `end`.
     pub(crate) async fn settled(&self, end: Instant) {
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.acquiring.load(Ordering::SeqCst) == 0
-                && self.releasing.load(Ordering::SeqCst) == 0
-            {
-                return;
-            }
-            if tokio::time::timeout_at(end, idle).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// An acquisition in progress, counted in [`Live`] until dropped.
-pub(crate) struct Acquiring(Arc<Live>);
-
-impl Drop for Acquiring {
-    fn drop(&mut self) {
-        self.0.acquiring.fetch_sub(1, Ordering::SeqCst);
-        self.0.idle.notify_waiters();
+        self.active.settled(end).await;
     }
 }
 

@@ -24,6 +24,7 @@ mod rwlock;
 mod semaphore;
 mod time;
 mod token;
+mod tracker;
 
 pub use backend::{AcquireRequest, Acquired, Backend, BoxFuture, DynBackend, Subscription};
 pub use error::{BoxError, Error, Result};
@@ -38,6 +39,7 @@ pub use options::{
 pub use rwlock::RwMutex;
 pub use semaphore::Semaphore;
 pub use token::{FencingToken, LeaseId};
+pub use tracker::{Tracked, Tracker};
 
 /// A semaphore's permits: the same type as every other guard.
 pub type Permit = Guard;

@@ -1,6 +1,5 @@
 //! [`Redis`]: the [`Backend`] on one instance or, with Redlock, on several.
 
-use crate::background::Background;
 use crate::config::RedisConfig;
 use crate::keys::{KINDS, Layout, decode_metadata, encode_metadata};
 use crate::node::{Node, NodeError};
@@ -8,7 +7,7 @@ use crate::round::Round;
 use futures_util::future::join_all;
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
-    Mode, Notifier, Result, Subscription,
+    Mode, Notifier, Result, Subscription, Tracker,
 };
 use redis::Script;
 use std::collections::HashMap;
@@ -60,7 +59,7 @@ struct Inner {
     listeners: Vec<JoinHandle<()>>,
     config: RedisConfig,
     /// Stragglers and roll-backs still running; `close` waits for them.
-    background: Background,
+    background: Tracker,
 }
 
 impl Drop for Inner {
@@ -123,7 +122,7 @@ impl Redis {
                 notifier,
                 listeners,
                 config,
-                background: Background::default(),
+                background: Tracker::default(),
             }),
         })
     }
@@ -802,7 +801,7 @@ impl Backend for Redis {
         }
         self.inner
             .background
-            .settled(self.inner.config.timeout * 2)
+            .settled(Instant::now() + self.inner.config.timeout * 2)
             .await;
     }
 }

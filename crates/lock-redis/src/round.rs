@@ -2,9 +2,9 @@
 //! the order they arrive, so that the caller decides as soon as the outcome is known; the calls
 //! still running then finish in the background.
 
-use crate::background::Background;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use lock_core::Tracker;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::time::Instant;
@@ -65,7 +65,7 @@ impl<T: Send + 'static> Round<T> {
 
     /// Lets the calls still running finish in the background; `then(i, answer)` runs on each
     /// answer (each call is bounded by the instance's timeout, so this ends too).
-    pub(crate) fn finish_in_background<F, Fut>(mut self, background: &Background, then: F)
+    pub(crate) fn finish_in_background<F, Fut>(mut self, background: &Tracker, then: F)
     where
         F: Fn(usize, T) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -90,7 +90,7 @@ impl<T: Send + 'static> Round<T> {
     }
 
     /// Lets the calls still running finish in the background, ignoring their answers.
-    pub(crate) fn detach(self, background: &Background) {
+    pub(crate) fn detach(self, background: &Tracker) {
         self.finish_in_background(background, |_, _| async {});
     }
 }
