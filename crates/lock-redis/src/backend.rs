@@ -36,10 +36,11 @@ static INSPECT: LazyLock<Script> = script!("inspect.lua");
 static FORCE_RELEASE: LazyLock<Script> = script!("force_release.lua");
 static RAISE: LazyLock<Script> = script!("raise.lua");
 
-/// How long a token counter outlives the last grant of its lock (7 days). After that the
-/// counter restarts from the server's clock in microseconds, which is above every earlier
-/// token unless a counter ran more than that far ahead of the clock.
-const COUNTER_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long a token counter outlives the moment the server's clock passed it (60 s). Tokens
+/// are `max(counter + 1, server time in µs)`, so once the clock is ahead the counter adds
+/// nothing and may go: an idle lock name leaves no key behind. Tokens stay monotonic unless
+/// the server clock steps back by more than this.
+const COUNTER_MARGIN_MS: u64 = 60 * 1000;
 
 /// The Redis backend: one instance, or Redlock over several independent instances.
 ///
@@ -259,7 +260,7 @@ impl Redis {
             .arg(request.claim.map_or(0, micros))
             .arg(metadata)
             .arg(layout.channel(&request.key))
-            .arg(COUNTER_TTL_MS)
+            .arg(COUNTER_MARGIN_MS)
             .arg(attempt);
         let reply: Vec<String> = match node.run(&invocation).await {
             Ok(reply) => reply,
@@ -457,7 +458,7 @@ impl Redis {
                         .key(layout.counter(&key))
                         .arg(lease.to_ulid_string())
                         .arg(token)
-                        .arg(COUNTER_TTL_MS)
+                        .arg(COUNTER_MARGIN_MS)
                         .arg(attempt);
                     this.inner.nodes[i].run::<i64>(&invocation).await
                 }

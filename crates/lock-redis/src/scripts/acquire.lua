@@ -2,7 +2,7 @@
 -- KEYS[1] the lease set, KEYS[2] the token counter.
 -- ARGV: 1 lease id, 2 owner, 3 mode ('x' exclusive, 's' shared), 4 permits, 5 limit,
 --       6 ttl (us), 7 claim ttl (us, 0 = no claim), 8 metadata, 9 change channel,
---       10 counter ttl (ms), 11 attempt (Redlock: this attempt's number, increasing across
+--       10 counter margin (ms: how long the counter outlives the clock passing it), 11 attempt (Redlock: this attempt's number, increasing across
 --       the attempts of one lease id; 0 on one instance).
 -- Returns {'granted', token} | {'busy', retry_after_us or ''} | {'mismatch', stored_limit}.
 local key, counter = KEYS[1], KEYS[2]
@@ -70,7 +70,7 @@ if held + waiting + weight <= limit then
   local last = tonumber(redis.call('GET', counter) or '0') or 0
   local token = last + 1
   if now > token then token = now end
-  redis.call('SET', counter, fmt(token), 'PX', ARGV[10])
+  set_counter(counter, token, now, tonumber(ARGV[10]))
   local expires = now + ttl
   redis.call('HSET', key, 'L' .. id, cjson.encode({
     o = owner, m = mode, p = fmt(permits), t = fmt(token), e = fmt(expires), d = ARGV[8],

@@ -4,8 +4,9 @@
 --   limit      the limit the set was created with
 --   seq        the order of the last waiting claim
 --   L<id>      a lease: cjson {o = owner, m = 'x'|'s', p = permits, t = token, e = expiry_us,
---              d = metadata, a = the Redlock attempt that last granted it}; numbers are kept as decimal strings (cjson rounds numbers to
---              14 digits, tokens and microsecond times have 16)
+--              d = metadata, a = the Redlock attempt that last granted it}; numbers are
+--              kept as decimal strings (cjson rounds numbers to 14 digits, tokens and
+--              microsecond times have 16)
 --   C<id>      a waiting claim: cjson {w = weight, o = order, e = expiry_us}
 -- The hash's own expiry is kept at the latest expiry of its entries, so an abandoned set
 -- disappears on its own. All times come from the server's TIME, in microseconds.
@@ -17,6 +18,16 @@ end
 
 local function fmt(n)
   return string.format('%.0f', n)
+end
+
+-- Stores the token counter at `value`, with an expiry `margin_ms` after the server clock
+-- passes it: tokens are max(counter + 1, now), so once the clock is ahead the counter adds
+-- nothing, and an idle lock name leaves no key behind. The margin is the step back of the
+-- server clock that tokens survive.
+local function set_counter(counter, value, now, margin_ms)
+  local ms = math.floor((value - now) / 1000) + margin_ms
+  if ms < 1 then ms = 1 end
+  redis.call('SET', counter, fmt(value), 'PX', fmt(ms))
 end
 
 -- The weight of an entry: the whole limit when exclusive, its permits when shared.

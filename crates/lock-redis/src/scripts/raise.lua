@@ -1,6 +1,6 @@
 -- Redlock's second round: raises the token counter to T (counter = max(counter, T)) and
 -- records T as the token of the lease with this id.
--- KEYS[1] the lease set, KEYS[2] the token counter. ARGV: 1 lease id, 2 T, 3 counter ttl (ms),
+-- KEYS[1] the lease set, KEYS[2] the token counter. ARGV: 1 lease id, 2 T, 3 counter margin (ms),
 -- 4 the attempt that granted the lease.
 -- Returns 1 when this node holds the lease, unexpired, from this attempt (only then does the
 -- raise count: a later incompatible grant here must follow the lease's end, hence this raise),
@@ -8,11 +8,8 @@
 local key, counter, id, t = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local now = now_us()
 local last = tonumber(redis.call('GET', counter) or '0') or 0
-if last < t then
-  redis.call('SET', counter, fmt(t), 'PX', ARGV[3])
-else
-  redis.call('PEXPIRE', counter, ARGV[3])
-end
+if last < t then last = t end
+set_counter(counter, last, now, tonumber(ARGV[3]))
 local raw = redis.call('HGET', key, 'L' .. id)
 if not raw then
   return 0
