@@ -427,10 +427,15 @@ async fn lock_session(
         return Ok(got);
     };
     let wait = (claim / 3).as_millis().max(1);
-    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-        .bind(format!("{wait}ms"))
-        .execute(&mut *conn)
-        .await?;
+    // The session's statement timeout (a DBA's default) must not cut the wait short: the
+    // library bounds its own statements (review finding PG-3).
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+    )
+    .bind(format!("{wait}ms"))
+    .bind(sql::STATEMENT_TIMEOUT)
+    .execute(&mut *conn)
+    .await?;
     let text = if exclusive {
         "SELECT pg_advisory_lock($1, $2)"
     } else {

@@ -88,6 +88,26 @@ fn live(advisory: Option<i32>) -> String {
     }
 }
 
+/// Starts a transaction in READ COMMITTED whatever the session's default: the grant rule reads
+/// fresh rows in each statement, and a REPEATABLE READ or SERIALIZABLE default set by a DBA
+/// would turn every contended grant into a serialization failure (review finding PG-4).
+///
+/// Its statements also get their own statement timeout, [`STATEMENT_TIMEOUT`], whatever the
+/// session's default: a DBA's short `statement_timeout` would cancel the designed waits
+/// (ending a hung holder's session waits up to 5 s) and turn contention into errors (review
+/// finding PG-3). The client bounds every call anyway.
+async fn begin(conn: &mut PgConnection) -> sqlx::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    sqlx::Connection::begin_with(
+        conn,
+        "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = '10s'",
+    )
+    .await
+}
+
+/// The statement timeout of the library's own statements: above its longest designed wait
+/// (ending a session, 5 s; an advisory-lock wait, at most 1.7 s).
+pub(crate) const STATEMENT_TIMEOUT: &str = "10s";
+
 /// Decisions the acquire transaction may take.
 #[derive(Clone, Copy)]
 pub(crate) enum Grant {
@@ -301,7 +321,7 @@ impl Sql {
         // One transaction even for the check: behind PgBouncer's transaction pooling, a
         // statement outside a transaction may have its parse and its execution sent to two
         // different server connections.
-        let mut tx = sqlx::Connection::begin(conn).await?;
+        let mut tx = begin(conn).await?;
         let (present,): (bool,) = sqlx::query_as(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
              AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL",
@@ -356,7 +376,7 @@ impl Sql {
         let limit = i64::from(request.limit);
         let weight = i64::try_from(request.weight()).unwrap_or(i64::MAX);
 
-        let mut tx = sqlx::Connection::begin(conn).await?;
+        let mut tx = begin(conn).await?;
         self.q(&self.upsert_lock)
             .bind(name)
             .bind(kind)
@@ -571,7 +591,7 @@ impl Sql {
         let stored_name = stored(key.name());
         let (name, kind) = (&*stored_name, key.kind().as_str());
         let lease_id = lease.to_ulid_string();
-        let mut tx = sqlx::Connection::begin(conn).await?;
+        let mut tx = begin(conn).await?;
         let rows: Vec<(bool, Option<i32>, bool)> = self
             .qa(&self.release)
             .bind(name)
@@ -611,7 +631,7 @@ impl Sql {
         ttl: Duration,
     ) -> Result<()> {
         // In a transaction, like every statement here: see `migrate`.
-        let mut tx = sqlx::Connection::begin(conn).await.map_err(unavailable)?;
+        let mut tx = begin(conn).await.map_err(unavailable)?;
         let rows: Vec<(i64,)> = self
             .qa(&self.extend)
             .bind(stored(key.name()))
@@ -648,7 +668,7 @@ impl Sql {
             Vec<String>,
         );
         // In a transaction, like every statement here: see `migrate`.
-        let mut tx = sqlx::Connection::begin(conn).await.map_err(unavailable)?;
+        let mut tx = begin(conn).await.map_err(unavailable)?;
         let rows: Vec<Row> = self
             .qa(&self.inspect)
             .bind(stored(name))
@@ -697,7 +717,7 @@ impl Sql {
         name: &str,
     ) -> sqlx::Result<(usize, Vec<i32>)> {
         let db_name = stored(name);
-        let mut tx = sqlx::Connection::begin(conn).await?;
+        let mut tx = begin(conn).await?;
         let _: Vec<(String,)> = self
             .qa(&self.lock_rows_of_name)
             .bind(&*db_name)
