@@ -331,10 +331,15 @@ impl Inner {
             .fetch_one(&mut conn)
             .await
             .map_err(unavailable)?;
-        // PostgreSQL 14+: notice a vanished client while waiting for a lock.
-        let _ = sqlx::query("SET client_connection_check_interval = 1000")
-            .execute(&mut conn)
-            .await;
+        // PostgreSQL 14+: notice a vanished client while waiting for a lock; and never end
+        // this session for being idle (a DBA's `idle_session_timeout`): it sits idle while it
+        // holds its advisory lock (review finding PG-2). Older servers know neither setting.
+        let _ = sqlx::query(
+            "SELECT set_config('client_connection_check_interval', '1000', false), \
+             set_config('idle_session_timeout', '0', false)",
+        )
+        .execute(&mut conn)
+        .await;
         Ok(Session {
             conn,
             pid,

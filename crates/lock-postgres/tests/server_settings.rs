@@ -110,3 +110,41 @@ async fn a_short_statement_timeout_does_not_fail_waits() {
         b.close().await;
     }
 }
+
+/// With `idle_session_timeout` (2 s) set, an advisory-mode holder whose dedicated session sits
+/// idle while it holds the lock is not cut off: an auto-extended guard (TTL 3 s) is still held
+/// after 8 s (review finding PG-2). Lease mode has no dedicated session and runs as a control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_session_timeout_does_not_lose_held_locks() {
+    let url = match common::url() {
+        Ok(url) => url,
+        Err(reason) if require_servers() => panic!("server required: {reason}"),
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let url = with_setting(&url, "idle_session_timeout=2000");
+    for mode in [PostgresMode::Advisory, PostgresMode::Lease] {
+        let name = format!("idle-session-{mode:?}-{}", ulid::Ulid::generate());
+        let locker = Locker::with_backend(
+            Postgres::connect(common::config(&url, mode))
+                .await
+                .expect("connect"),
+        );
+        let guard = locker
+            .mutex(&name)
+            .ttl(Duration::from_secs(3))
+            .auto_extend(true)
+            .lock()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(
+            !guard.is_lost(),
+            "{mode:?}: the held lock was lost to the idle timeout"
+        );
+        guard.release().await.unwrap();
+        locker.close().await;
+    }
+}
