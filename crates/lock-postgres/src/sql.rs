@@ -198,6 +198,14 @@ impl Sql {
         let leases = format!("{prefix}leases");
         let claims = format!("{prefix}claims");
         let live = live(advisory);
+        // Whether a deleted lease's session is to be ended: only advisory-mode clients end
+        // sessions (they need the advisory lock the session holds). A lease-mode client needs
+        // table privileges only and never ends an advisory client's session (review PG-1);
+        // that session's holder finds out at its next extension.
+        let ends = match advisory {
+            Some(_) => live.clone(),
+            None => "FALSE".to_owned(),
+        };
         let key = "name = $1 AND kind = $2";
         Sql {
             persistent: advisory.is_some(),
@@ -235,7 +243,7 @@ impl Sql {
             )),
             reap_leases: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 \
-                 AND l.expires_at <= $3 RETURNING l.pid, {live}"
+                 AND l.expires_at <= $3 RETURNING l.pid, {ends}"
             )),
             reap_claims: s(format!(
                 "DELETE FROM {claims} WHERE {key} AND expires_at <= $3"
@@ -279,7 +287,7 @@ impl Sql {
             )),
             release: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
-                 RETURNING l.expires_at > {NOW}, l.pid, {live}"
+                 RETURNING l.expires_at > {NOW}, l.pid, {ends}"
             )),
             extend: s(format!(
                 "UPDATE {leases} l SET expires_at = {NOW} + $4 \
@@ -296,7 +304,7 @@ impl Sql {
             )),
             force_leases: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 \
-                 RETURNING l.expires_at > {NOW}, l.pid, {live}"
+                 RETURNING l.expires_at > {NOW}, l.pid, {ends}"
             )),
             force_claims: s(format!("DELETE FROM {claims} WHERE name = $1")),
         }
