@@ -295,7 +295,7 @@ impl Postgres {
         }
         if !others.is_empty() {
             let mut conn = self.pooled().await?;
-            sql::terminate(&mut conn, &others, TERMINATE_WAIT_MS)
+            sql::terminate_now(&mut conn, &others, TERMINATE_WAIT_MS)
                 .await
                 .map_err(unavailable)?;
         }
@@ -379,7 +379,7 @@ impl Inner {
         let pid = locked(&self.sessions.orphans).get(&lease).copied();
         if let Some(pid) = pid {
             if let Ok(mut conn) = self.pool.acquire().await {
-                let _ = sql::terminate(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
+                let _ = sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
             }
             locked(&self.sessions.orphans).remove(&lease);
         }

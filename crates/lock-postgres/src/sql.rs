@@ -206,6 +206,13 @@ impl Sql {
             Some(_) => live.clone(),
             None => "FALSE".to_owned(),
         };
+        // A lease-mode client leaves expired rows of advisory-mode holders in place: advisory
+        // contenders find a hung holder's session through its row, and end it. Expired rows
+        // never count as held.
+        let reapable = match advisory {
+            Some(_) => "",
+            None => " AND l.pid IS NULL",
+        };
         let key = "name = $1 AND kind = $2";
         Sql {
             persistent: advisory.is_some(),
@@ -243,14 +250,14 @@ impl Sql {
             )),
             reap_leases: s(format!(
                 "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 \
-                 AND l.expires_at <= $3 RETURNING l.pid, {ends}"
+                 AND l.expires_at <= $3{reapable} RETURNING l.pid, {ends}"
             )),
             reap_claims: s(format!(
                 "DELETE FROM {claims} WHERE {key} AND expires_at <= $3"
             )),
             held: s(format!(
                 "SELECT coalesce(sum(weight), 0)::bigint, min(expires_at), count(*) \
-                 FROM {leases} WHERE {key}"
+                 FROM {leases} WHERE {key} AND expires_at > $3"
             )),
             claims: s(format!(
                 "SELECT lease_id, weight, ord, expires_at FROM {claims} WHERE {key}"
@@ -302,10 +309,22 @@ impl Sql {
             lock_rows_of_name: s(format!(
                 "SELECT kind FROM {locks} WHERE name = $1 ORDER BY kind FOR UPDATE"
             )),
-            force_leases: s(format!(
-                "DELETE FROM {leases} l WHERE l.name = $1 \
-                 RETURNING l.expires_at > {NOW}, l.pid, {ends}"
-            )),
+            force_leases: s(match advisory {
+                Some(_) => format!(
+                    "DELETE FROM {leases} l WHERE l.name = $1 \
+                     RETURNING l.expires_at > {NOW}, l.pid, {ends}"
+                ),
+                // Lease mode ends no session: an advisory-mode holder's lease is expired in
+                // place instead of deleted, so advisory contenders (woken by the notification)
+                // reap it and end its session; the holder's next extension fails.
+                None => format!(
+                    "WITH gone AS (DELETE FROM {leases} l WHERE l.name = $1 AND l.pid IS NULL \
+                     RETURNING l.expires_at > {NOW} AS valid, l.pid), \
+                     cut AS (UPDATE {leases} l SET expires_at = {NOW} WHERE l.name = $1 \
+                     AND l.pid IS NOT NULL AND l.expires_at > {NOW} RETURNING TRUE AS valid, l.pid) \
+                     SELECT valid, pid, FALSE FROM gone UNION ALL SELECT valid, pid, FALSE FROM cut"
+                ),
+            }),
             force_claims: s(format!("DELETE FROM {claims} WHERE name = $1")),
         }
     }
@@ -463,6 +482,7 @@ impl Sql {
             .qa(&self.held)
             .bind(name)
             .bind(kind)
+            .bind(now)
             .fetch_one(&mut *tx)
             .await?;
         let claims: Vec<(String, i64, i64, i64)> = self
@@ -761,6 +781,21 @@ impl Sql {
 ///
 /// Waits up to `wait_ms` for them to end (so their advisory locks are free when this returns):
 /// PostgreSQL 14 or later.
+/// [`terminate`] in a transaction of its own, so the library's statement timeout applies (not
+/// a DBA's shorter default, which would cut the wait short).
+pub(crate) async fn terminate_now(
+    conn: &mut PgConnection,
+    pids: &[i32],
+    wait_ms: i64,
+) -> sqlx::Result<()> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let mut tx = begin(conn).await?;
+    terminate(&mut tx, pids, wait_ms).await?;
+    tx.commit().await
+}
+
 pub(crate) async fn terminate(
     conn: &mut PgConnection,
     pids: &[i32],

@@ -63,3 +63,81 @@ async fn a_lease_mode_client_takes_over_an_expired_advisory_lease_without_privil
     advisory.close().await;
     lease.close().await;
 }
+
+async fn locker(url: &str, mode: PostgresMode) -> Locker {
+    Locker::with_backend(
+        Postgres::connect(common::config(url, mode))
+            .await
+            .expect("connect"),
+    )
+}
+
+/// A hung advisory-mode holder (session open, lease expired): a lease-mode client takes and
+/// releases the lock, and an advisory-mode contender can still end the hung session and be
+/// granted (the lease-mode client left the expired row for it to find). Found by the review of
+/// the PG-1 fix: the waiter was never granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_advisory_contender_still_ends_a_hung_session_after_a_lease_mode_grant() {
+    let Ok(url) = common::url() else {
+        assert!(!require_servers(), "LOCK_TEST_POSTGRES_URL is required");
+        println!("skipped: LOCK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let hung_side = locker(&url, PostgresMode::Advisory).await;
+    let lease = locker(&url, PostgresMode::Lease).await;
+    let advisory = locker(&url, PostgresMode::Advisory).await;
+    let name = format!("mixed-reap-{}", ulid::Ulid::generate());
+    let hung = hung_side
+        .mutex(&name)
+        .ttl(Duration::from_secs(1))
+        .lock()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let taken = lease.mutex(&name).try_lock().await.unwrap();
+    taken.expect("lease-mode grant").release().await.unwrap();
+    let got = advisory
+        .mutex(&name)
+        .lock_timeout(Duration::from_secs(6))
+        .lock()
+        .await;
+    let got = got.expect("the advisory waiter was stranded behind the hung session");
+    got.release().await.unwrap();
+    drop(hung);
+    for locker in [hung_side, lease, advisory] {
+        locker.close().await;
+    }
+}
+
+/// A lease-mode `force_release` of a lock held by an advisory-mode holder expires the lease in
+/// place: an advisory-mode contender then ends the holder's session and is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_mode_force_release_does_not_strand_advisory_waiters() {
+    let Ok(url) = common::url() else {
+        assert!(!require_servers(), "LOCK_TEST_POSTGRES_URL is required");
+        println!("skipped: LOCK_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let hung_side = locker(&url, PostgresMode::Advisory).await;
+    let lease = locker(&url, PostgresMode::Lease).await;
+    let advisory = locker(&url, PostgresMode::Advisory).await;
+    let name = format!("mixed-force-{}", ulid::Ulid::generate());
+    let hung = hung_side
+        .mutex(&name)
+        .ttl(Duration::from_secs(30))
+        .lock()
+        .await
+        .unwrap();
+    assert_eq!(lease.force_release(&name).await.unwrap(), 1);
+    let got = advisory
+        .mutex(&name)
+        .lock_timeout(Duration::from_secs(6))
+        .lock()
+        .await;
+    let got = got.expect("the advisory waiter was stranded after a lease-mode force_release");
+    got.release().await.unwrap();
+    drop(hung);
+    for locker in [hung_side, lease, advisory] {
+        locker.close().await;
+    }
+}
