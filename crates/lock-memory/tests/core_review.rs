@@ -2,6 +2,9 @@
 //! (`shared/reviews/core.md`), on paused tokio time over the memory backend, with timing
 //! faults from `lock_testkit::faults`. Each test is named after its finding.
 
+mod common;
+
+use common::{lockers, ms, secs};
 use lock_core::{Error, Locker, RetryPolicy};
 use lock_memory::Memory;
 use lock_testkit::faults::{Fault, Faults, Op};
@@ -10,28 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Two lockers on one store, the first behind a fault wrapper.
-fn lockers() -> (Locker, Faults, Locker) {
-    let store = Memory::new();
-    let faults = Faults::wrap(store.clone());
-    (
-        Locker::with_backend(faults.clone()),
-        faults,
-        Locker::with_backend(store),
-    )
-}
-
 #[tokio::test(start_paused = true)]
 async fn finding_1_shorter_extend_under_auto_extend_never_gives_two_holders() {
-    let (a, _, b) = lockers();
+    let (a, _, b, _) = lockers();
     let guard = a
         .mutex("m")
         .ttl(secs(30))
@@ -55,7 +39,7 @@ async fn finding_1_shorter_extend_under_auto_extend_never_gives_two_holders() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_1_loss_is_declared_before_the_new_valid_until() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     let lost_at = Arc::new(Mutex::new(None));
     let guard = a
         .mutex("m")
@@ -88,7 +72,7 @@ async fn finding_1_loss_is_declared_before_the_new_valid_until() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_1_interval_past_the_validity_window_is_rejected() {
-    let (a, faults, _) = lockers();
+    let (a, faults, _, _) = lockers();
     let result = a
         .mutex("m")
         .ttl(secs(10))
@@ -105,7 +89,7 @@ async fn finding_1_interval_past_the_validity_window_is_rejected() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_2_a_late_grant_is_never_a_valid_guard() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     faults.nth(Op::Acquire, 1, Fault::DelayReply(ms(1500)));
     let tried = a.mutex("m").ttl(secs(1)).try_lock().await.unwrap();
     assert!(tried.is_none(), "{tried:?}");
@@ -127,7 +111,7 @@ async fn finding_2_a_late_grant_is_never_a_valid_guard() {
 #[tokio::test(start_paused = true)]
 async fn finding_3_lock_timeout_bounds_a_hung_subscribe_and_release() {
     for op in [Op::Subscribe, Op::Release] {
-        let (a, faults, b) = lockers();
+        let (a, faults, b, _) = lockers();
         let holder = b.mutex("m").lock().await.unwrap();
         faults.always(op, Fault::Hang);
         let started = Instant::now();
@@ -147,7 +131,7 @@ async fn finding_3_lock_timeout_bounds_a_hung_subscribe_and_release() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_4_try_lock_is_one_round_trip() {
-    let (a, faults, _) = lockers();
+    let (a, faults, _, _) = lockers();
     faults.always(Op::Acquire, Fault::Fail);
     let endless = RetryPolicy {
         max_attempts: 0,
@@ -167,7 +151,7 @@ async fn finding_4_try_lock_is_one_round_trip() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_5_huge_durations_never_panic() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     let result = a.mutex("m").ttl(Duration::MAX).lock().await;
     assert!(matches!(result, Err(Error::InvalidArgument { .. })));
     assert_eq!(faults.calls(Op::Acquire), 0, "sent before it was checked");
@@ -303,7 +287,7 @@ fn finding_7_close_before_the_end_of_block_on_leaves_nothing_held() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_8_a_panicking_on_lost_still_completes_lost() {
-    let (a, _, b) = lockers();
+    let (a, _, b, _) = lockers();
     let guard = a
         .mutex("m")
         .ttl(secs(3))
@@ -322,7 +306,7 @@ async fn finding_8_a_panicking_on_lost_still_completes_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_9_a_dropped_guard_is_never_declared_lost() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     let calls = Arc::new(AtomicU32::new(0));
     let guard = a
         .mutex("m")
@@ -352,7 +336,7 @@ async fn finding_9_a_dropped_guard_is_never_declared_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_10_a_late_keeper_reply_cannot_undo_a_shorter_manual_ttl() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     let guard = a
         .mutex("m")
         .ttl(secs(30))
@@ -378,7 +362,7 @@ async fn finding_10_a_late_keeper_reply_cannot_undo_a_shorter_manual_ttl() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_12_without_auto_extend_lost_completes_at_valid_until() {
-    let (a, _, _) = lockers();
+    let (a, _, _, _) = lockers();
     let guard = a.mutex("m").ttl(secs(10)).lock().await.unwrap();
     let until = guard.valid_until();
     guard.lost().await;
@@ -397,7 +381,7 @@ async fn finding_12_without_auto_extend_lost_completes_at_valid_until() {
 
 #[tokio::test(start_paused = true)]
 async fn finding_14_close_is_bounded_refuses_new_acquisitions_and_reports() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     let _m = a.mutex("m").lock().await.unwrap();
     let _s = a.semaphore("s", 3).acquire(2).await.unwrap();
     let busy = b.mutex("w").lock().await.unwrap();
@@ -519,7 +503,7 @@ async fn a_grant_adopted_on_retry_counts_from_the_first_attempt() {
 /// and the lease's expiry moves.
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_an_applied_grant_is_granted_at_once() {
-    let (a, faults, b) = lockers();
+    let (a, faults, b, _) = lockers();
     faults.nth(Op::Acquire, 1, Fault::ApplyThenFail);
     let started = Instant::now();
     let guard = a.mutex("m").ttl(secs(30)).lock().await.unwrap();

@@ -1,29 +1,12 @@
 //! Regression tests from the second adversarial review of the timing-fault change
 //! (8350507..cfa5041): three of the four failed before the fixes that followed it.
 
+mod common;
+
+use common::{lockers, ms, secs};
 use lock_core::{Error, Locker};
-use lock_memory::Memory;
-use lock_testkit::faults::{Fault, Faults, Op};
-use std::time::Duration;
+use lock_testkit::faults::{Fault, Op};
 use tokio::time::Instant;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn lockers() -> (Locker, Faults, Locker, Memory) {
-    let store = Memory::new();
-    let faults = Faults::wrap(store.clone());
-    (
-        Locker::with_backend(faults.clone()),
-        faults,
-        Locker::with_backend(store.clone()),
-        store,
-    )
-}
 
 /// q1: one transient error early in a wait makes `unknown_since` stick through Busy answers;
 /// the grant that ends a wait longer than the TTL is then judged "late", withdrawn, and the

@@ -2,30 +2,15 @@
 //! one per probe. Each asserts the behaviour of DESIGN.md §4; all but four failed before the
 //! fixes that followed the review.
 
+mod common;
+
+use common::{lockers, ms, secs};
 use lock_core::{Error, Locker, RetryPolicy};
 use lock_memory::Memory;
 use lock_testkit::faults::{Fault, Faults, Op};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn lockers() -> (Locker, Faults, Locker, Memory) {
-    let store = Memory::new();
-    let faults = Faults::wrap(store.clone());
-    (
-        Locker::with_backend(faults.clone()),
-        faults,
-        Locker::with_backend(store.clone()),
-        store,
-    )
-}
 
 /// A manual extend that hangs holds the extension turn; the keeper cannot declare the guard
 /// lost at valid_until while it waits for the turn.
