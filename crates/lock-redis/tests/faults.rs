@@ -2,14 +2,13 @@
 
 mod support;
 
-use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, Guard, LeaseId, LockKey, LockKind, Locker, Metadata,
-    Mode, RetryPolicy,
-};
+use lock_core::{Acquired, Backend, Error, Guard, LeaseId, LockKey, LockKind, Locker, RetryPolicy};
 use lock_testkit::{FencedRegister, SafetyConfig, TcpProxy, eventually, run_safety_checker};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
-use support::{Servers, TripProxy, backend, default_backend, locker, mutex_counter_key, prefix};
+use support::{
+    Servers, TripProxy, backend, default_backend, locker, mutex_counter_key, prefix, request,
+};
 use tokio::time::Instant;
 
 fn secs(n: u64) -> Duration {
@@ -446,20 +445,6 @@ async fn tokens_increase_across_a_restart_without_persistence() {
         servers.kill(0);
         servers.restart(0).await;
     }
-}
-
-/// An exclusive request on the mutex `name` by `owner`.
-fn request(name: &str, owner: &str, lease: LeaseId, ttl: Duration) -> AcquireRequest {
-    AcquireRequest::new(
-        LockKey::new(name, LockKind::Mutex).unwrap(),
-        lease,
-        Arc::from(owner),
-        Mode::Exclusive,
-        1,
-        1,
-        ttl,
-        Arc::new(Metadata::new()),
-    )
 }
 
 /// A single-node backend on node `i` alone.

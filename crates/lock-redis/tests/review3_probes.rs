@@ -4,30 +4,14 @@
 
 mod support;
 
-use lock_core::{
-    AcquireRequest, Acquired, Backend, LeaseId, LockKey, LockKind, Locker, Metadata, Mode,
-};
+use lock_core::{Acquired, Backend, LeaseId, LockKey, LockKind, Locker};
 use lock_testkit::eventually;
-use std::sync::Arc;
 use std::time::Duration;
-use support::{Servers, TripProxy, backend, prefix};
+use support::{Servers, TripProxy, backend, prefix, request};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn request(name: &str, owner: &str, lease: LeaseId, ttl: Duration) -> AcquireRequest {
-    AcquireRequest::new(
-        LockKey::new(name, LockKind::Mutex).unwrap(),
-        lease,
-        Arc::from(owner),
-        Mode::Exclusive,
-        1,
-        1,
-        ttl,
-        Arc::new(Metadata::new()),
-    )
 }
 
 async fn owners_on(servers: &Servers, i: usize, prefix: &str, name: &str) -> Vec<String> {

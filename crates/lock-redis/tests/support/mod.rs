@@ -3,9 +3,10 @@
 
 #![allow(dead_code)]
 
-use lock_core::Locker;
+use lock_core::{AcquireRequest, LeaseId, LockKey, LockKind, Locker, Metadata, Mode};
 use lock_redis::{Redis, RedisConfig};
 use lock_testkit::{ServerProcess, find_program, free_port, require_servers, wait_for_port};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The round-trip timeout of fault-test clients: short, so a dead or paused node costs little.
@@ -286,4 +287,18 @@ async fn trip_forward(
         _ = up => {}
         _ = down => {}
     }
+}
+
+/// An exclusive request on the mutex `name` by `owner`.
+pub fn request(name: &str, owner: &str, lease: LeaseId, ttl: Duration) -> AcquireRequest {
+    AcquireRequest::new(
+        LockKey::new(name, LockKind::Mutex).unwrap(),
+        lease,
+        Arc::from(owner),
+        Mode::Exclusive,
+        1,
+        1,
+        ttl,
+        Arc::new(Metadata::new()),
+    )
 }
