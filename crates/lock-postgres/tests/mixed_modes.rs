@@ -5,7 +5,6 @@ mod common;
 
 use lock_core::Locker;
 use lock_postgres::{Postgres, PostgresMode};
-use lock_testkit::require_servers;
 use sqlx::Connection;
 use std::time::Duration;
 
@@ -15,13 +14,8 @@ const ROLE: &str = "lock_test_lease_only";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_mode_client_takes_over_an_expired_advisory_lease_without_privileges() {
-    let url = match common::url() {
-        Ok(url) => url,
-        Err(reason) if require_servers() => panic!("server required: {reason}"),
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(url) = common::url_or_skip() else {
+        return;
     };
     // The advisory-mode holder, as the (superuser) test role: it creates the tables.
     let advisory = Locker::with_backend(
@@ -78,9 +72,7 @@ async fn locker(url: &str, mode: PostgresMode) -> Locker {
 /// the PG-1 fix: the waiter was never granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_advisory_contender_still_ends_a_hung_session_after_a_lease_mode_grant() {
-    let Ok(url) = common::url() else {
-        assert!(!require_servers(), "LOCK_TEST_POSTGRES_URL is required");
-        println!("skipped: LOCK_TEST_POSTGRES_URL is not set");
+    let Some(url) = common::url_or_skip() else {
         return;
     };
     let hung_side = locker(&url, PostgresMode::Advisory).await;
@@ -113,9 +105,7 @@ async fn an_advisory_contender_still_ends_a_hung_session_after_a_lease_mode_gran
 /// place: an advisory-mode contender then ends the holder's session and is granted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_mode_force_release_does_not_strand_advisory_waiters() {
-    let Ok(url) = common::url() else {
-        assert!(!require_servers(), "LOCK_TEST_POSTGRES_URL is required");
-        println!("skipped: LOCK_TEST_POSTGRES_URL is not set");
+    let Some(url) = common::url_or_skip() else {
         return;
     };
     let hung_side = locker(&url, PostgresMode::Advisory).await;

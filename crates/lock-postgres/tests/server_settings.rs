@@ -5,7 +5,6 @@ mod common;
 
 use lock_core::{Locker, RetryPolicy};
 use lock_postgres::{Postgres, PostgresMode};
-use lock_testkit::require_servers;
 use std::time::Duration;
 
 /// `url` with a server setting given as a connection option (`-c name=value`).
@@ -19,13 +18,8 @@ fn with_setting(url: &str, setting: &str) -> String {
 /// backend: six clients, thirty cycles each, one attempt allowed per failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_serializable_default_isolation_does_not_fail_contention() {
-    let url = match common::url() {
-        Ok(url) => url,
-        Err(reason) if require_servers() => panic!("server required: {reason}"),
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(url) = common::url_or_skip() else {
+        return;
     };
     let url = with_setting(&url, "default_transaction_isolation=serializable");
     let one_try = RetryPolicy {
@@ -74,13 +68,8 @@ async fn a_serializable_default_isolation_does_not_fail_contention() {
 /// (review finding PG-3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_statement_timeout_does_not_fail_waits() {
-    let url = match common::url() {
-        Ok(url) => url,
-        Err(reason) if require_servers() => panic!("server required: {reason}"),
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(url) = common::url_or_skip() else {
+        return;
     };
     let url = with_setting(&url, "statement_timeout=200");
     for mode in [PostgresMode::Advisory, PostgresMode::Lease] {
@@ -116,13 +105,8 @@ async fn a_short_statement_timeout_does_not_fail_waits() {
 /// after 8 s (review finding PG-2). Lease mode has no dedicated session and runs as a control.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_idle_session_timeout_does_not_lose_held_locks() {
-    let url = match common::url() {
-        Ok(url) => url,
-        Err(reason) if require_servers() => panic!("server required: {reason}"),
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return;
-        }
+    let Some(url) = common::url_or_skip() else {
+        return;
     };
     let url = with_setting(&url, "idle_session_timeout=2000");
     for mode in [PostgresMode::Advisory, PostgresMode::Lease] {

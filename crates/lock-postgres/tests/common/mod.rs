@@ -18,6 +18,22 @@ pub fn url() -> Result<String, String> {
         .ok_or_else(|| "LOCK_TEST_POSTGRES_URL is not set".to_owned())
 }
 
+/// The server under test, or `None` after printing why the test is skipped.
+///
+/// # Panics
+///
+/// When the server is not configured and `LOCK_TEST_REQUIRE_SERVERS=1`.
+pub fn url_or_skip() -> Option<String> {
+    match url() {
+        Ok(url) => Some(url),
+        Err(reason) if lock_testkit::require_servers() => panic!("server required: {reason}"),
+        Err(reason) => {
+            println!("skipped: {reason}");
+            None
+        }
+    }
+}
+
 /// An advisory namespace unique to this test process, so runs never meet on the server.
 pub fn namespace() -> i32 {
     static NAMESPACE: OnceLock<i32> = OnceLock::new();
