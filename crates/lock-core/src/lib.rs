@@ -38,6 +38,7 @@ pub use options::{
 };
 pub use rwlock::RwMutex;
 pub use semaphore::Semaphore;
+pub use time::later;
 pub use token::{FencingToken, LeaseId};
 pub use tracker::{Tracked, Tracker};
 

@@ -10,7 +10,14 @@ use tokio::time::Instant;
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// `at + d`, saturated at about 100 years from `at`: a user-given duration never panics.
-pub(crate) fn later(at: Instant, d: Duration) -> Instant {
+/// Backends use it for expiries and deadlines computed from a caller's durations.
+///
+/// ```
+/// use std::time::Duration;
+/// let now = tokio::time::Instant::now();
+/// assert!(lock_core::later(now, Duration::MAX) > now);
+/// ```
+pub fn later(at: Instant, d: Duration) -> Instant {
     at.checked_add(d.min(FAR)).unwrap_or(at)
 }
 

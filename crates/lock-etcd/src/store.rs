@@ -125,9 +125,8 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,
 {
-    // Saturated: a configured timeout of any size never panics (100 years is "never").
-    let deadline =
-        tokio::time::Instant::now() + timeout.min(Duration::from_secs(100 * 365 * 24 * 60 * 60));
+    // Saturated: a configured timeout of any size never panics.
+    let deadline = lock_core::later(tokio::time::Instant::now(), timeout);
     let pause = Duration::from_millis(50);
     let mut repeated = false;
     loop {

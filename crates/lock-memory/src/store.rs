@@ -3,7 +3,7 @@
 use lock_core::backend::weight;
 use lock_core::{
     AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
-    Metadata, Mode, Notifier, Result, Subscription,
+    Metadata, Mode, Notifier, Result, Subscription, later,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
@@ -81,13 +81,6 @@ impl Entry {
     }
 }
 
-/// `now + d`, saturated far in the future: a huge TTL given to the backend directly (the
-/// lock handles reject TTLs above `MAX_TTL` first) never panics while the state is locked.
-fn after(now: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-    now.checked_add(d.min(FAR)).unwrap_or(now)
-}
-
 impl Memory {
     /// An empty store.
     pub fn new() -> Self {
@@ -144,7 +137,7 @@ fn try_acquire(
     // A retry of a request whose grant was applied but whose answer was lost: the lease is
     // already ours. Adopt it, from now.
     if let Some(lease) = entry.leases.iter_mut().find(|l| l.id == request.lease_id) {
-        lease.expires = after(now, request.ttl);
+        lease.expires = later(now, request.ttl);
         return Ok(Acquired::Granted { token: lease.token });
     }
     let limit = u64::from(entry.limit);
@@ -174,7 +167,7 @@ fn try_acquire(
             mode: request.mode,
             permits: request.permits,
             token,
-            expires: after(now, request.ttl),
+            expires: later(now, request.ttl),
             metadata: Arc::clone(&request.metadata),
         });
         return Ok(Acquired::Granted { token });
@@ -187,7 +180,7 @@ fn try_acquire(
         .chain(ahead.map(|c| c.expires))
         .min();
     if let Some(claim_ttl) = request.claim {
-        let expires = after(now, claim_ttl);
+        let expires = later(now, claim_ttl);
         match entry.claims.iter_mut().find(|c| c.id == request.lease_id) {
             Some(claim) => claim.expires = expires,
             None => {
@@ -246,7 +239,7 @@ impl Backend for Memory {
         self.with_entry(key, 1, |_, entry, now| {
             let result = match entry.leases.iter_mut().find(|l| l.id == lease) {
                 Some(l) => {
-                    l.expires = after(now, ttl);
+                    l.expires = later(now, ttl);
                     Ok(())
                 }
                 None => Err(Error::Expired {
