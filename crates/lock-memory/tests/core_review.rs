@@ -513,3 +513,22 @@ async fn a_retry_after_an_applied_grant_is_granted_at_once() {
     assert_eq!(holders[0].token, guard.token());
     guard.release().await.unwrap();
 }
+
+/// Locks need a tokio runtime: an acquisition polled by another executor is `Unsupported` at
+/// once (the README says so), never a panic.
+#[test]
+fn an_acquisition_outside_a_tokio_runtime_is_unsupported() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let locker = Locker::with_backend(Memory::new());
+    let mutex = locker.mutex("m");
+    let mut lock = std::pin::pin!(mutex.lock());
+    let mut cx = Context::from_waker(Waker::noop());
+    match lock.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(Error::Unsupported { message })) => {
+            assert!(message.contains("tokio runtime"), "{message}")
+        }
+        Poll::Ready(other) => panic!("expected Unsupported, got {other:?}"),
+        Poll::Pending => panic!("pending outside a runtime"),
+    }
+}
