@@ -5,12 +5,21 @@
 
 // `Jail::expect_with` closures must return `figment::Result`, whose error is large.
 #![allow(clippy::result_large_err)]
+// Tests of a backend's variables need its feature; the helpers they share are unused without.
+#![cfg_attr(
+    not(all(feature = "redis", feature = "postgres", feature = "etcd")),
+    allow(dead_code, unused_imports)
+)]
 
 use figment::Figment;
 use figment::Jail;
 use figment::providers::{Env, Serialized};
-use lock::config::{Config, EnvVars, PostgresMode, UnknownVar};
-use lock::{Error, Locker, Provider, RetryPolicy};
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
+use lock::RetryPolicy;
+#[cfg(feature = "postgres")]
+use lock::config::PostgresMode;
+use lock::config::{Config, EnvVars, UnknownVar};
+use lock::{Error, Locker, Provider};
 use std::time::Duration;
 
 /// Loads the configuration from exactly these environment variables.
@@ -62,6 +71,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 // --- defaults -------------------------------------------------------------------------------
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn defaults_when_nothing_is_set() {
     let config = load(&[]);
@@ -78,7 +88,7 @@ fn defaults_when_nothing_is_set() {
     assert_eq!(config.redis.urls, ["redis://localhost:6379"]);
     assert_eq!(config.redis.prefix, "lock:");
     assert_eq!(config.redis.quorum, 0);
-    assert_eq!(config.postgres.url, None);
+    assert_eq!(config.postgres.url, "");
     assert_eq!(config.postgres.namespace, 1);
     assert_eq!(config.etcd.endpoints, ["localhost:2379"]);
     assert_eq!(config.etcd.prefix, "/locks/");
@@ -145,6 +155,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
     }
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn unknown_variables_are_reported_with_the_closest_name() {
     let (unknown, config, log) = load_logged(&[
@@ -218,6 +229,7 @@ impl figment::Provider for File {
     }
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn unknown_keys_in_a_file_are_errors() {
     let file = |values| File {
@@ -275,8 +287,9 @@ fn lock_provider() {
         (" ReDiS ", Provider::Redis),
         ("ETCD", Provider::Etcd),
     ] {
+        let url = ("LOCK_POSTGRES_URL", "postgres://db/app");
         assert_eq!(
-            load(&[("LOCK_PROVIDER", value)]).provider,
+            load(&[("LOCK_PROVIDER", value), url]).provider,
             provider,
             "{value}"
         );
@@ -337,18 +350,21 @@ fn lock_retry_jitter() {
     assert_eq!(load(&[("LOCK_RETRY_JITTER", "1")]).retry.jitter, 1.0);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_redis_urls() {
     let config = load(&[("LOCK_REDIS_URLS", "redis://cache:6380")]);
     assert_eq!(config.redis.urls, ["redis://cache:6380"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_redis_prefix() {
     let config = load(&[("LOCK_REDIS_PREFIX", "myapp:locks:")]);
     assert_eq!(config.redis.prefix, "myapp:locks:");
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_redis_quorum() {
     let config = load(&[
@@ -361,15 +377,14 @@ fn lock_redis_quorum() {
     assert_eq!(config.redis.quorum, 3);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_postgres_url() {
     let config = load(&[("LOCK_POSTGRES_URL", "postgres://app@db:5432/app")]);
-    assert_eq!(
-        config.postgres.url.as_deref(),
-        Some("postgres://app@db:5432/app")
-    );
+    assert_eq!(config.postgres.url, "postgres://app@db:5432/app");
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_postgres_namespace() {
     assert_eq!(
@@ -386,6 +401,7 @@ fn lock_postgres_namespace() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_postgres_mode() {
     assert_eq!(load(&[]).postgres.mode, PostgresMode::Advisory);
@@ -404,18 +420,21 @@ fn lock_postgres_mode() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_etcd_endpoints() {
     let config = load(&[("LOCK_ETCD_ENDPOINTS", "http://etcd-1:2379")]);
     assert_eq!(config.etcd.endpoints, ["http://etcd-1:2379"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn lock_etcd_prefix() {
     let config = load(&[("LOCK_ETCD_PREFIX", "/myapp/locks/")]);
     assert_eq!(config.etcd.prefix, "/myapp/locks/");
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn every_variable_at_once() {
     let config = load(&[
@@ -452,7 +471,7 @@ fn every_variable_at_once() {
     assert_eq!(config.redis.urls, ["redis://a", "redis://b", "redis://c"]);
     assert_eq!(config.redis.prefix, "p:");
     assert_eq!(config.redis.quorum, 2);
-    assert_eq!(config.postgres.url.as_deref(), Some("postgres://db/app"));
+    assert_eq!(config.postgres.url, "postgres://db/app");
     assert_eq!(config.postgres.namespace, 5);
     assert_eq!(config.postgres.mode, PostgresMode::Lease);
     assert_eq!(config.etcd.endpoints, ["e1:2379", "e2:2379"]);
@@ -461,6 +480,7 @@ fn every_variable_at_once() {
 
 // --- lists ----------------------------------------------------------------------------------
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn comma_separated_lists_are_split_and_trimmed() {
     let config = load(&[
@@ -477,6 +497,7 @@ fn comma_separated_lists_are_split_and_trimmed() {
     assert_eq!(config.etcd.endpoints, ["e1:2379", "e2:2379"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn single_value_lists() {
     let config = load(&[
@@ -487,6 +508,7 @@ fn single_value_lists() {
     assert_eq!(config.etcd.endpoints, ["only:2379"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn bracketed_lists_in_variables() {
     let config = load(&[
@@ -497,6 +519,7 @@ fn bracketed_lists_in_variables() {
     assert_eq!(config.etcd.endpoints, ["e1:2379"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn figment_arrays_and_typed_values() {
     let figment = Figment::new()
@@ -515,6 +538,7 @@ fn figment_arrays_and_typed_values() {
     assert_eq!(config.owner_id.as_deref(), Some("12"));
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn figments_own_env_provider_works_too() {
     Jail::expect_with(|jail| {
@@ -537,6 +561,7 @@ fn figments_own_env_provider_works_too() {
 
 // --- figment: a file under the environment ---------------------------------------------------
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn the_environment_overrides_earlier_providers() {
     Jail::expect_with(|jail| {
@@ -552,6 +577,7 @@ fn the_environment_overrides_earlier_providers() {
     });
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 fn file_values() -> std::collections::BTreeMap<&'static str, &'static str> {
     [("default_ttl", "20s"), ("redis_prefix", "from-file:")].into()
 }
@@ -742,6 +768,7 @@ fn max_delay_below_initial_delay() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn bad_numbers() {
     for (var, value) in [
@@ -783,6 +810,7 @@ fn unknown_provider_lists_the_valid_ones() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn list_with_an_empty_item() {
     let message = load_err(&[("LOCK_REDIS_URLS", "redis://a:6379,,redis://b:6379")]);
@@ -798,6 +826,7 @@ fn list_with_an_empty_item() {
     assert_mentions(&message, &["LOCK_ETCD_ENDPOINTS", "empty item"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn empty_lists() {
     for var in ["LOCK_REDIS_URLS", "LOCK_ETCD_ENDPOINTS"] {
@@ -816,18 +845,21 @@ fn empty_owner_id() {
     assert_mentions(&message, &["LOCK_OWNER_ID", "empty"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn empty_postgres_url() {
-    let message = load_err(&[("LOCK_POSTGRES_URL", "")]);
-    assert_mentions(&message, &["LOCK_POSTGRES_URL", "empty"]);
+    let message = load_err(&[("LOCK_PROVIDER", "postgres"), ("LOCK_POSTGRES_URL", "")]);
+    assert_mentions(&message, &["LOCK_POSTGRES_URL", "required"]);
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn quorum_out_of_range() {
     let urls = ("LOCK_REDIS_URLS", "redis://a,redis://b,redis://c");
-    let message = load_err(&[urls, ("LOCK_REDIS_QUORUM", "4")]);
+    let redis = ("LOCK_PROVIDER", "redis");
+    let message = load_err(&[redis, urls, ("LOCK_REDIS_QUORUM", "4")]);
     assert_mentions(&message, &["LOCK_REDIS_QUORUM", "4", "3 URL(s)"]);
-    let message = load_err(&[urls, ("LOCK_REDIS_QUORUM", "1")]);
+    let message = load_err(&[redis, urls, ("LOCK_REDIS_QUORUM", "1")]);
     assert_mentions(&message, &["LOCK_REDIS_QUORUM", "1", "majority"]);
 }
 
@@ -840,6 +872,7 @@ fn a_list_where_one_value_is_expected() {
 
 // --- secrets --------------------------------------------------------------------------------
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn passwords_are_hidden_in_debug() {
     let config = load(&[
@@ -877,7 +910,7 @@ fn passwords_are_hidden_in_debug() {
     );
 
     let mut config = Config::default();
-    config.postgres.url = Some("postgres://db/app?user=app&password=s3cret".into());
+    config.postgres.url = "postgres://db/app?user=app&password=s3cret".into();
     let debug = format!("{config:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
     assert!(debug.contains("password=***"), "{debug}");
@@ -885,6 +918,7 @@ fn passwords_are_hidden_in_debug() {
 
 /// Review finding 6: a password in `?pass=` (redis-rs Unix sockets) or holding a raw `,` or
 /// `'` was shown in clear.
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn odd_passwords_are_hidden_in_debug_and_errors() {
     let config = load(&[
@@ -899,7 +933,7 @@ fn odd_passwords_are_hidden_in_debug_and_errors() {
         ),
     ]);
     let mut in_code = Config::default();
-    in_code.postgres.url = Some("postgres://app:it's@db:5432/app".into());
+    in_code.postgres.url = "postgres://app:it's@db:5432/app".into();
     in_code.redis.urls = vec!["redis://app:pa,ss@a:6379".into(), "redis://b".into()];
     for debug in [
         format!("{config:?}"),
@@ -930,6 +964,7 @@ fn odd_passwords_are_hidden_in_debug_and_errors() {
         "{message}"
     );
     let mut config = Config::default();
+    config.provider = Provider::Etcd;
     config.etcd.endpoints = vec!["http://root:pa,ss@e1:2379".into(), "".into()];
     let message = config.validate().unwrap_err().to_string();
     assert_mentions(
@@ -939,6 +974,7 @@ fn odd_passwords_are_hidden_in_debug_and_errors() {
     assert!(!message.contains("pa,ss"), "{message}");
 }
 
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
 #[test]
 fn passwords_are_hidden_in_errors() {
     let message = load_err(&[(
@@ -952,6 +988,7 @@ fn passwords_are_hidden_in_errors() {
     assert!(!message.contains("s3cret"), "{message}");
 
     let mut config = Config::default();
+    config.provider = Provider::Redis;
     config.redis.urls = vec!["redis://u:s3cret@a".into(), " ".into()];
     let message = config.validate().unwrap_err().to_string();
     assert!(!message.contains("s3cret"), "{message}");
@@ -972,9 +1009,18 @@ async fn locker_new_names_the_missing_feature() {
         config.provider = provider;
         // Port 1 on loopback: nothing listens there. An enabled backend is unavailable, and
         // no level of the error chain shows the password.
-        config.postgres.url = Some("postgres://app:s3cret@127.0.0.1:1/app".into());
-        config.redis.urls = vec!["redis://app:s3cret@127.0.0.1:1".into()];
-        config.etcd.endpoints = vec!["http://root:s3cret@127.0.0.1:1".into()];
+        #[cfg(feature = "postgres")]
+        {
+            config.postgres.url = "postgres://app:s3cret@127.0.0.1:1/app".into();
+        }
+        #[cfg(feature = "redis")]
+        {
+            config.redis.urls = vec!["redis://app:s3cret@127.0.0.1:1".into()];
+        }
+        #[cfg(feature = "etcd")]
+        {
+            config.etcd.endpoints = vec!["http://root:s3cret@127.0.0.1:1".into()];
+        }
         let err = Locker::new(config).await.unwrap_err();
         let message = format!("{err} {err:?} {:?}", std::error::Error::source(&err));
         assert!(!message.contains("s3cret"), "{message}");
@@ -1135,4 +1181,67 @@ async fn request_timeout_is_configured() {
         let message = load_err(&[("LOCK_REQUEST_TIMEOUT", bad)]);
         assert_mentions(&message, &["LOCK_REQUEST_TIMEOUT", bad]);
     }
+}
+
+/// A backend's variables in a build without its feature are ignored, not reported as unknown:
+/// one environment serves builds with different features.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn a_disabled_backends_variables_are_ignored() {
+    let config = load(&[
+        ("LOCK_REDIS_URLS", "redis://a:6379"),
+        ("LOCK_REDIS_QUORUM", "x"),
+    ]);
+    assert_eq!(config.provider, Provider::Memory);
+    let mut unknown = Vec::new();
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_REDIS_URLS", "redis://a:6379");
+        jail.set_env("LOCK_DEFAULT_TLL", "1s");
+        unknown = Config::unknown_env_vars();
+        Ok(())
+    });
+    let names: Vec<&str> = unknown.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["LOCK_DEFAULT_TLL"]);
+}
+
+/// Each backend owns its variables: the ones added with the backend's own configuration are
+/// read through the umbrella without the umbrella naming them.
+#[cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
+#[test]
+fn backends_read_their_own_variables() {
+    let config = load(&[
+        ("LOCK_REDIS_TIMEOUT", "250ms"),
+        ("LOCK_POSTGRES_TABLE_PREFIX", "app_lock_"),
+        ("LOCK_POSTGRES_MAX_CONNECTIONS", "9"),
+        ("LOCK_POSTGRES_CONNECT_TIMEOUT", "2s"),
+        ("LOCK_POSTGRES_LISTEN_URL", "postgres://db:5432/app"),
+        ("LOCK_ETCD_CONNECT_TIMEOUT", "3s"),
+    ]);
+    assert_eq!(config.redis.timeout, Duration::from_millis(250));
+    assert_eq!(config.postgres.table_prefix, "app_lock_");
+    assert_eq!(config.postgres.max_connections, 9);
+    assert_eq!(config.postgres.connect_timeout, Duration::from_secs(2));
+    assert_eq!(
+        config.postgres.listen_url.as_deref(),
+        Some("postgres://db:5432/app")
+    );
+    assert_eq!(config.etcd.connect_timeout, Duration::from_secs(3));
+    let message = load_err(&[("LOCK_POSTGRES_MAX_CONNECTIONS", "many")]);
+    assert_mentions(&message, &["LOCK_POSTGRES_MAX_CONNECTIONS", "\"many\""]);
+    let message = load_err(&[
+        ("LOCK_PROVIDER", "postgres"),
+        ("LOCK_POSTGRES_URL", "postgres://db/app"),
+        ("LOCK_POSTGRES_TABLE_PREFIX", "1x"),
+    ]);
+    assert_mentions(&message, &["LOCK_POSTGRES_TABLE_PREFIX", "\"1x\""]);
+    let mut unknown = vec![UnknownVar::new("unset")];
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("LOCK_REDIS_TIMEOUT", "1s");
+        jail.set_env("LOCK_ETCD_CONNECT_TIMEOUT", "1s");
+        unknown = Config::unknown_env_vars();
+        Ok(())
+    });
+    assert!(unknown.is_empty(), "{unknown:?}");
 }

@@ -22,6 +22,7 @@ pub mod redact;
 mod retry;
 mod rwlock;
 mod semaphore;
+pub mod settings;
 mod time;
 mod token;
 mod tracker;

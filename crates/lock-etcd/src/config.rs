@@ -1,5 +1,6 @@
 //! [`EtcdConfig`]: where the cluster is and how long a round trip may take.
 
+use lock_core::settings::{Setting, Settings};
 use lock_core::{Error, Result};
 use std::fmt;
 use std::time::Duration;
@@ -64,40 +65,99 @@ impl EtcdConfig {
     }
 
     /// Checks the values: at least one endpoint, none empty or holding spaces, timeouts > 0.
+    /// Errors name the `LOCK_ETCD_*` variable of the field.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the bad value.
     pub fn validate(&self) -> Result<()> {
+        self.check(&Settings::new())
+    }
+
+    /// The variables this configuration reads, for [`from_settings`](Self::from_settings).
+    pub const SETTINGS: &'static [Setting] = &[ENDPOINTS, PREFIX, CONNECT_TIMEOUT];
+
+    /// The defaults, overridden by the `LOCK_ETCD_*` values `given`:
+    ///
+    /// | variable | default | meaning |
+    /// |---|---|---|
+    /// | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | a list of client endpoints |
+    /// | `LOCK_ETCD_PREFIX` | `/locks/` | key prefix |
+    /// | `LOCK_ETCD_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
+    ///
+    /// Only parses; [`check`](Self::check) validates the whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first variable whose value does not parse.
+    pub fn from_settings(given: &Settings) -> Result<Self> {
+        let mut config = EtcdConfig::default();
+        if let Some(endpoints) = given.list(ENDPOINTS)? {
+            config.endpoints = endpoints;
+        }
+        if let Some(prefix) = given.text(PREFIX)? {
+            config.prefix = prefix;
+        }
+        if let Some(timeout) = given.duration(CONNECT_TIMEOUT)? {
+            config.connect_timeout = timeout;
+        }
+        Ok(config)
+    }
+
+    /// [`validate`](Self::validate), quoting values as they were `given` and naming where
+    /// they were set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable, its value and the allowed range.
+    pub fn check(&self, given: &Settings) -> Result<()> {
+        let fail = |setting: Setting, problem: &str| Err(given.error(setting, problem));
         if self.endpoints.is_empty() {
-            return Err(Error::config(
-                "etcd endpoints: at least one endpoint is needed",
-            ));
+            return fail(ENDPOINTS, "at least one endpoint is needed");
+        }
+        if self.endpoints.iter().any(|e| e.trim().is_empty()) {
+            return fail(
+                ENDPOINTS,
+                &format!(
+                    "empty item in {:?}",
+                    lock_core::redact::redact_all(&self.endpoints)
+                ),
+            );
         }
         for endpoint in &self.endpoints {
             let trimmed = endpoint.trim();
             if trimmed.is_empty() || trimmed.contains(char::is_whitespace) {
-                return Err(Error::config(format!(
-                    "etcd endpoints: invalid endpoint {:?} (expected host:port or http://host:port)",
-                    redact(endpoint)
-                )));
+                return fail(
+                    ENDPOINTS,
+                    &format!(
+                        "invalid endpoint {:?} (expected host:port or http://host:port)",
+                        redact(endpoint)
+                    ),
+                );
             }
             if trimmed.to_ascii_lowercase().starts_with("https://") {
-                return Err(Error::config(format!(
-                    "etcd endpoints: {:?} uses TLS, which this version of lock-etcd does not support",
-                    redact(endpoint)
-                )));
+                return fail(
+                    ENDPOINTS,
+                    &format!(
+                        "{:?} uses TLS, which this version of lock-etcd does not support",
+                        redact(endpoint)
+                    ),
+                );
             }
         }
         if self.request_timeout.is_zero() {
             return Err(Error::config("etcd request timeout must be > 0"));
         }
         if self.connect_timeout.is_zero() {
-            return Err(Error::config("etcd connect timeout must be > 0"));
+            return fail(CONNECT_TIMEOUT, "must be greater than 0");
         }
         Ok(())
     }
 }
+
+const ENDPOINTS: Setting = Setting::new("LOCK_ETCD_ENDPOINTS", "etcd_endpoints");
+const PREFIX: Setting = Setting::new("LOCK_ETCD_PREFIX", "etcd_prefix");
+const CONNECT_TIMEOUT: Setting = Setting::new("LOCK_ETCD_CONNECT_TIMEOUT", "etcd_connect_timeout");
 
 /// Splits `scheme://user:password@host:port` into the endpoint without its credentials, and
 /// the credentials.

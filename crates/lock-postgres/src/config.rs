@@ -1,5 +1,6 @@
 //! [`PostgresConfig`] and [`PostgresMode`].
 
+use lock_core::settings::{Setting, Settings};
 use lock_core::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -62,7 +63,7 @@ impl FromStr for PostgresMode {
 /// config.mode = PostgresMode::Lease;
 /// assert!(!format!("{config:?}").contains("secret"));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
     /// The connection URL (`postgres://user:password@host:port/database?...`).
     pub url: String,
@@ -94,14 +95,84 @@ impl PostgresConfig {
         }
     }
 
-    /// Checks the fields that can be checked without a server.
+    /// Checks the fields that can be checked without a server; errors name the
+    /// `LOCK_POSTGRES_*` variable of the field.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the field and its value.
     pub fn validate(&self) -> Result<()> {
+        self.check(&Settings::new())
+    }
+
+    /// The variables this configuration reads, for [`from_settings`](Self::from_settings).
+    pub const SETTINGS: &'static [Setting] = &[
+        URL,
+        NAMESPACE,
+        MODE,
+        TABLE_PREFIX,
+        MAX_CONNECTIONS,
+        CONNECT_TIMEOUT,
+        LISTEN_URL,
+    ];
+
+    /// The defaults, overridden by the `LOCK_POSTGRES_*` values `given`:
+    ///
+    /// | variable | default | meaning |
+    /// |---|---|---|
+    /// | `LOCK_POSTGRES_URL` | (none) | the connection URL; required |
+    /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`) |
+    /// | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` or `lease` |
+    /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
+    /// | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the pool (held advisory locks have their own sessions) |
+    /// | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
+    /// | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the one `LISTEN` session connects (straight to the server when the URL goes through PgBouncer) |
+    ///
+    /// Only parses; [`check`](Self::check) validates the whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first variable whose value does not parse.
+    pub fn from_settings(given: &Settings) -> Result<Self> {
+        let mut config = PostgresConfig::default();
+        if let Some(url) = given.text(URL)? {
+            config.url = url;
+        }
+        if let Some(namespace) = given.int(NAMESPACE, "an integer in -2147483648..=2147483647")? {
+            config.namespace = namespace;
+        }
+        if let Some(mode) = given.parse(MODE, |s| {
+            let t = s.trim();
+            PostgresMode::from_str(t)
+                .map_err(|_| format!("invalid value {t:?} (expected \"advisory\" or \"lease\")"))
+        })? {
+            config.mode = mode;
+        }
+        if let Some(prefix) = given.text(TABLE_PREFIX)? {
+            config.table_prefix = prefix;
+        }
+        if let Some(max) = given.int(MAX_CONNECTIONS, "a positive integer")? {
+            config.max_connections = max;
+        }
+        if let Some(timeout) = given.duration(CONNECT_TIMEOUT)? {
+            config.connect_timeout = timeout;
+        }
+        if let Some(url) = given.text(LISTEN_URL)? {
+            config.listen_url = Some(url);
+        }
+        Ok(config)
+    }
+
+    /// [`validate`](Self::validate), quoting values as they were `given` and naming where
+    /// they were set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable, its value and the allowed range.
+    pub fn check(&self, given: &Settings) -> Result<()> {
+        let fail = |setting: Setting, problem: &str| Err(given.error(setting, problem));
         if self.url.trim().is_empty() {
-            return Err(Error::config("PostgreSQL url must not be empty"));
+            return fail(URL, "required: the PostgreSQL connection URL");
         }
         let prefix = &self.table_prefix;
         let valid = !prefix.is_empty()
@@ -111,22 +182,41 @@ impl PostgresConfig {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !prefix.as_bytes()[0].is_ascii_digit();
         if !valid {
-            return Err(Error::config(format!(
-                "PostgreSQL table prefix {prefix:?} must be 1 to 40 ASCII letters, digits or '_', \
-                 not starting with a digit"
-            )));
+            return fail(
+                TABLE_PREFIX,
+                &format!(
+                    "{prefix:?} must be 1 to 40 ASCII letters, digits or '_', not starting with \
+                     a digit"
+                ),
+            );
         }
         if self.max_connections == 0 {
-            return Err(Error::config(
-                "PostgreSQL max_connections must be at least 1",
-            ));
+            return fail(MAX_CONNECTIONS, "must be at least 1");
         }
         if self.connect_timeout.is_zero() {
-            return Err(Error::config("PostgreSQL connect_timeout must be > 0"));
+            return fail(CONNECT_TIMEOUT, "must be greater than 0");
+        }
+        if let Some(url) = &self.listen_url
+            && url.trim().is_empty()
+        {
+            return fail(
+                LISTEN_URL,
+                "must not be empty (leave it unset to use the URL)",
+            );
         }
         Ok(())
     }
 }
+
+const URL: Setting = Setting::new("LOCK_POSTGRES_URL", "postgres_url");
+const NAMESPACE: Setting = Setting::new("LOCK_POSTGRES_NAMESPACE", "postgres_namespace");
+const MODE: Setting = Setting::new("LOCK_POSTGRES_MODE", "postgres_mode");
+const TABLE_PREFIX: Setting = Setting::new("LOCK_POSTGRES_TABLE_PREFIX", "postgres_table_prefix");
+const MAX_CONNECTIONS: Setting =
+    Setting::new("LOCK_POSTGRES_MAX_CONNECTIONS", "postgres_max_connections");
+const CONNECT_TIMEOUT: Setting =
+    Setting::new("LOCK_POSTGRES_CONNECT_TIMEOUT", "postgres_connect_timeout");
+const LISTEN_URL: Setting = Setting::new("LOCK_POSTGRES_LISTEN_URL", "postgres_listen_url");
 
 impl Default for PostgresConfig {
     fn default() -> Self {

@@ -1,6 +1,7 @@
 //! [`RedisConfig`] and the redaction of passwords in URLs.
 
-use lock_core::{Error, Result};
+use lock_core::Result;
+use lock_core::settings::{Setting, Settings};
 use std::fmt;
 use std::time::Duration;
 
@@ -95,15 +96,70 @@ impl RedisConfig {
         }
     }
 
-    /// Checks the settings that need no connection.
+    /// Checks the settings that need no connection; errors name the `LOCK_REDIS_*` variable
+    /// of the field.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] naming the setting and its value (passwords redacted).
+    /// [`Error::Config`](lock_core::Error::Config) naming the setting and its value (passwords redacted).
     pub fn validate(&self) -> Result<()> {
+        self.check(&Settings::new())
+    }
+
+    /// The variables this configuration reads, for [`from_settings`](Self::from_settings).
+    pub const SETTINGS: &'static [Setting] = &[URLS, PREFIX, QUORUM, TIMEOUT];
+
+    /// The defaults, overridden by the `LOCK_REDIS_*` values `given`:
+    ///
+    /// | variable | default | meaning |
+    /// |---|---|---|
+    /// | `LOCK_REDIS_URLS` | `redis://localhost:6379` | a list; more than one = Redlock |
+    /// | `LOCK_REDIS_PREFIX` | `lock:` | key prefix, without `{` or `}` |
+    /// | `LOCK_REDIS_QUORUM` | `0` | `0` = a majority of the URLs |
+    /// | `LOCK_REDIS_TIMEOUT` | `2s` | the longest wait for one round trip to one instance |
+    ///
+    /// Only parses; [`check`](Self::check) validates the whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](lock_core::Error::Config) naming the first variable whose value does not parse.
+    pub fn from_settings(given: &Settings) -> Result<Self> {
+        let mut config = RedisConfig::default();
+        if let Some(urls) = given.list(URLS)? {
+            config.urls = urls;
+        }
+        if let Some(prefix) = given.text(PREFIX)? {
+            config.prefix = prefix;
+        }
+        if let Some(quorum) = given.int(QUORUM, "a non-negative integer; 0 = a majority")? {
+            config.quorum = quorum;
+        }
+        if let Some(timeout) = given.duration(TIMEOUT)? {
+            config.timeout = timeout;
+        }
+        Ok(config)
+    }
+
+    /// [`validate`](Self::validate), quoting values as they were `given` and naming where
+    /// they were set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](lock_core::Error::Config) naming the variable, its value and the allowed range.
+    pub fn check(&self, given: &Settings) -> Result<()> {
+        let fail = |setting: Setting, problem: String| Err(given.error(setting, &problem));
         let urls = self.urls.len();
         if urls == 0 {
-            return Err(Error::config("redis urls: at least one URL is required"));
+            return fail(URLS, "at least one URL is required".to_owned());
+        }
+        if self.urls.iter().any(|url| url.trim().is_empty()) {
+            return fail(
+                URLS,
+                format!(
+                    "empty item in {:?}",
+                    lock_core::redact::redact_all(&self.urls)
+                ),
+            );
         }
         for url in &self.urls {
             let trimmed = url.trim();
@@ -112,37 +168,50 @@ impl RedisConfig {
                 || trimmed.starts_with("redis+unix://")
                 || trimmed.starts_with("unix://"))
             {
-                return Err(Error::config(format!(
-                    "redis url {:?} must start with redis:// or rediss://",
-                    redact(trimmed)
-                )));
+                return fail(
+                    URLS,
+                    format!("{trimmed:?} must start with redis:// or rediss://"),
+                );
             }
         }
         if self.prefix.contains(['{', '}']) {
-            return Err(Error::config(format!(
-                "redis prefix {:?} must not contain braces: the lock's hash tag follows it",
-                self.prefix
-            )));
+            return fail(
+                PREFIX,
+                format!(
+                    "{:?} must not contain braces: the lock's hash tag follows it",
+                    self.prefix
+                ),
+            );
         }
         let quorum = self.quorum as usize;
         let majority = urls / 2 + 1;
         if quorum > urls {
-            return Err(Error::config(format!(
-                "redis quorum {quorum} is more than the {urls} URL(s)"
-            )));
+            return fail(
+                QUORUM,
+                format!("{quorum} is more than the {urls} URL(s) of {}", URLS.name),
+            );
         }
         if quorum != 0 && quorum < majority {
-            return Err(Error::config(format!(
-                "redis quorum {quorum} is below a majority of the {urls} URL(s) ({majority}); \
-                 two holders could be granted the same lock (use 0 for a majority)"
-            )));
+            return fail(
+                QUORUM,
+                format!(
+                    "{quorum} is below a majority of the {urls} URL(s) of {} ({majority}); two \
+                     holders could be granted the same lock (use 0 for a majority)",
+                    URLS.name
+                ),
+            );
         }
         if self.timeout.is_zero() {
-            return Err(Error::config("redis timeout must be > 0"));
+            return fail(TIMEOUT, "must be greater than 0".to_owned());
         }
         Ok(())
     }
 }
+
+const URLS: Setting = Setting::new("LOCK_REDIS_URLS", "redis_urls");
+const PREFIX: Setting = Setting::new("LOCK_REDIS_PREFIX", "redis_prefix");
+const QUORUM: Setting = Setting::new("LOCK_REDIS_QUORUM", "redis_quorum");
+const TIMEOUT: Setting = Setting::new("LOCK_REDIS_TIMEOUT", "redis_timeout");
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,6 +240,7 @@ pub(crate) use lock_core::redact::redact;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lock_core::Error;
 
     #[test]
     fn passwords_are_redacted() {
@@ -197,7 +267,7 @@ mod tests {
             .quorum(4)
             .validate()
             .unwrap_err();
-        assert!(q.to_string().contains("quorum 4"), "{q}");
+        assert!(q.to_string().contains("LOCK_REDIS_QUORUM: 4"), "{q}");
         let low = RedisConfig::new(["redis://a", "redis://b", "redis://c"])
             .quorum(1)
             .validate()

@@ -14,11 +14,25 @@
 //! | `LOCK_REDIS_URLS` | `redis://localhost:6379` | comma-separated; more than one = Redlock |
 //! | `LOCK_REDIS_PREFIX` | `lock:` | key prefix |
 //! | `LOCK_REDIS_QUORUM` | `0` | `0` = a majority of the URLs |
+//! | `LOCK_REDIS_TIMEOUT` | `2s` | the longest wait for one round trip to one instance |
 //! | `LOCK_POSTGRES_URL` | (none) | required for `postgres` |
 //! | `LOCK_POSTGRES_NAMESPACE` | `1` | advisory-lock namespace (an `i32`) |
 //! | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` (advisory locks, a session per held lock) or `lease` (rows only; works behind PgBouncer transaction pooling) |
+//! | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and of the NOTIFY channel |
+//! | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the connection pool |
+//! | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
+//! | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the `LISTEN` session connects (straight to the server behind PgBouncer) |
 //! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated |
 //! | `LOCK_ETCD_PREFIX` | `/locks/` | key prefix |
+//! | `LOCK_ETCD_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
+//!
+//! Each backend owns and parses its own variables (`RedisConfig::from_settings`,
+//! `PostgresConfig::from_settings`, `EtcdConfig::from_settings`, through
+//! [`lock_core::settings`]); this module collects what was given, picks the provider and hands
+//! the values over. The variables of a backend whose Cargo feature is off are ignored (a
+//! `tracing` warning says so), so one environment can serve builds with different features.
+//! Every backend's variables are parsed when given; the cross-field checks of a backend (a
+//! quorum against its URLs, a required URL) run for the selected provider only.
 //!
 //! Lists take one value, comma-separated values (spaces around items are trimmed; empty items
 //! are rejected) or figment's array form `[a, b]`; a comma inside a URL must be
@@ -35,9 +49,10 @@
 //!
 //! [humantime]: https://docs.rs/humantime
 
-use figment::value::{Dict, Map, Value};
+use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile};
-use lock_core::redact::{Redacted, redact, redact_all};
+use lock_core::redact::redact;
+use lock_core::settings::{Setting, Settings, Value, show_duration};
 use lock_core::{Error, Result, RetryPolicy};
 use serde::Deserialize;
 use std::fmt;
@@ -193,158 +208,12 @@ fn unknown_provider(name: &str) -> String {
     )
 }
 
-/// The settings of the Redis backend (`LOCK_REDIS_*`).
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RedisConfig {
-    /// `LOCK_REDIS_URLS`: one URL for a single instance, several for Redlock. Default
-    /// `["redis://localhost:6379"]`.
-    pub urls: Vec<String>,
-    /// `LOCK_REDIS_PREFIX`: prefix of every key. Default `lock:`.
-    pub prefix: String,
-    /// `LOCK_REDIS_QUORUM`: grants needed with Redlock; `0` (the default) = a majority.
-    pub quorum: u32,
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        RedisConfig {
-            urls: vec!["redis://localhost:6379".to_owned()],
-            prefix: "lock:".to_owned(),
-            quorum: 0,
-        }
-    }
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field(
-                "urls",
-                &self.urls.iter().map(|u| Redacted(u)).collect::<Vec<_>>(),
-            )
-            .field("prefix", &self.prefix)
-            .field("quorum", &self.quorum)
-            .finish()
-    }
-}
-
-/// The settings of the PostgreSQL backend (`LOCK_POSTGRES_*`).
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PostgresConfig {
-    /// `LOCK_POSTGRES_URL`: the connection URL; required when the provider is `postgres`.
-    pub url: Option<String>,
-    /// `LOCK_POSTGRES_NAMESPACE`: the first key of every advisory lock. Default 1.
-    pub namespace: i32,
-    /// `LOCK_POSTGRES_MODE`: advisory locks (the default) or lease rows.
-    pub mode: PostgresMode,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            url: None,
-            namespace: 1,
-            mode: PostgresMode::default(),
-        }
-    }
-}
-
-/// How the PostgreSQL backend keeps locks (`LOCK_POSTGRES_MODE`); the backend's own type is
-/// `provider::PostgresMode` (feature `postgres`). See the `lock-postgres` README for the
-/// comparison.
-///
-/// ```
-/// use lock::config::PostgresMode;
-/// assert_eq!("lease".parse::<PostgresMode>().unwrap(), PostgresMode::Lease);
-/// assert_eq!(PostgresMode::default().to_string(), "advisory");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum PostgresMode {
-    /// PostgreSQL advisory locks, one session per held lock, a side table (the default).
-    #[default]
-    Advisory,
-    /// Rows in tables only, pooled connections: works behind PgBouncer transaction pooling.
-    Lease,
-}
-
-impl PostgresMode {
-    /// The lowercase name: `advisory` or `lease`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PostgresMode::Advisory => "advisory",
-            PostgresMode::Lease => "lease",
-        }
-    }
-}
-
-impl fmt::Display for PostgresMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PostgresMode {
-    type Err = Error;
-
-    /// `advisory` or `lease`, in any case.
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "advisory" => Ok(PostgresMode::Advisory),
-            "lease" => Ok(PostgresMode::Lease),
-            _ => Err(Error::config(format!(
-                "invalid PostgreSQL mode {:?} (expected \"advisory\" or \"lease\")",
-                s.trim()
-            ))),
-        }
-    }
-}
-
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("url", &self.url.as_deref().map(Redacted))
-            .field("namespace", &self.namespace)
-            .field("mode", &self.mode)
-            .finish()
-    }
-}
-
-/// The settings of the etcd backend (`LOCK_ETCD_*`).
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EtcdConfig {
-    /// `LOCK_ETCD_ENDPOINTS`: the cluster's client endpoints. Default `["localhost:2379"]`.
-    pub endpoints: Vec<String>,
-    /// `LOCK_ETCD_PREFIX`: prefix of every key. Default `/locks/`.
-    pub prefix: String,
-}
-
-impl Default for EtcdConfig {
-    fn default() -> Self {
-        EtcdConfig {
-            endpoints: vec!["localhost:2379".to_owned()],
-            prefix: "/locks/".to_owned(),
-        }
-    }
-}
-
-impl fmt::Debug for EtcdConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EtcdConfig")
-            .field(
-                "endpoints",
-                &self
-                    .endpoints
-                    .iter()
-                    .map(|u| Redacted(u))
-                    .collect::<Vec<_>>(),
-            )
-            .field("prefix", &self.prefix)
-            .finish()
-    }
-}
+#[cfg(feature = "etcd")]
+pub use lock_etcd::EtcdConfig;
+#[cfg(feature = "postgres")]
+pub use lock_postgres::{PostgresConfig, PostgresMode};
+#[cfg(feature = "redis")]
+pub use lock_redis::RedisConfig;
 
 /// The settings of a [`Locker`](crate::Locker): which backend, its connection settings, and
 /// the defaults of every lock handle. See the [module docs](self) for the variables.
@@ -362,8 +231,7 @@ impl fmt::Debug for EtcdConfig {
 /// assert_eq!(config.provider, Provider::Memory);
 /// assert_eq!(config.default_ttl, Duration::from_secs(30));
 ///
-/// config.redis.urls = vec!["redis://app:s3cret@cache:6379".into()];
-/// assert!(format!("{config:?}").contains("redis://app:***@cache:6379"));
+/// config.owner_id = Some("worker-1".into());
 /// config.validate()?;
 /// # Ok(())
 /// # }
@@ -388,11 +256,17 @@ pub struct Config {
     /// [`LockerBuilder::request_timeout`](lock_core::LockerBuilder::request_timeout). Default
     /// 5 s.
     pub request_timeout: Duration,
-    /// `LOCK_REDIS_*`.
+    /// `LOCK_REDIS_*` (feature `redis`), parsed by [`RedisConfig::from_settings`].
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub redis: RedisConfig,
-    /// `LOCK_POSTGRES_*`.
+    /// `LOCK_POSTGRES_*` (feature `postgres`), parsed by [`PostgresConfig::from_settings`].
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub postgres: PostgresConfig,
-    /// `LOCK_ETCD_*`.
+    /// `LOCK_ETCD_*` (feature `etcd`), parsed by [`EtcdConfig::from_settings`].
+    #[cfg(feature = "etcd")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
     pub etcd: EtcdConfig,
 }
 
@@ -405,8 +279,11 @@ impl Default for Config {
             owner_id: None,
             retry: RetryPolicy::default(),
             request_timeout: lock_core::DEFAULT_REQUEST_TIMEOUT,
+            #[cfg(feature = "redis")]
             redis: RedisConfig::default(),
+            #[cfg(feature = "postgres")]
             postgres: PostgresConfig::default(),
+            #[cfg(feature = "etcd")]
             etcd: EtcdConfig::default(),
         }
     }
@@ -492,7 +369,7 @@ impl Config {
     /// `LOCK_*` environment variables are not errors: see [`UnknownVar`].
     pub fn from_figment(figment: &Figment) -> Result<Config> {
         for section in NESTED_SECTIONS {
-            if let Ok(Value::Dict(..)) = figment.find_value(section) {
+            if let Ok(figment::value::Value::Dict(..)) = figment.find_value(section) {
                 return Err(Error::config(redact(&format!(
                     "nested key `{section}`{}: keys are flat, named like the variables without \
                      {ENV_PREFIX} (`{section}_...`, e.g. `default_ttl`, `redis_urls`, \
@@ -502,25 +379,19 @@ impl Config {
             }
         }
         check_keys(figment)?;
-        let raw: Raw = figment
-            .extract()
-            .map_err(|e| Error::config(redact(&e.to_string())))?;
-        let mut written = Written::new();
-        let loader = Loader { figment };
+        let given = given(figment)?;
         let mut config = Config::default();
 
-        if let Some(v) = raw.provider {
-            config.provider = loader.parse(PROVIDER, v, |s| {
-                Provider::from_str(s).map_err(|_| unknown_provider(s.trim()))
-            })?;
+        if let Some(provider) = given.parse(PROVIDER, |s| {
+            Provider::from_str(s).map_err(|_| unknown_provider(s.trim()))
+        })? {
+            config.provider = provider;
         }
-        if let Some(v) = raw.default_ttl {
-            config.default_ttl = loader.duration(DEFAULT_TTL, v, &mut written)?;
+        if let Some(ttl) = given.duration(DEFAULT_TTL)? {
+            config.default_ttl = ttl;
         }
-        match raw.extend_interval {
-            Some(v) => {
-                config.extend_interval = loader.duration(EXTEND_INTERVAL, v, &mut written)?
-            }
+        match given.duration(EXTEND_INTERVAL)? {
+            Some(interval) => config.extend_interval = interval,
             // Unset: 10s, or a third of a shorter TTL (what each handle would use anyway).
             None => {
                 config.extend_interval = config
@@ -529,61 +400,41 @@ impl Config {
                     .max(Duration::from_nanos(1));
             }
         }
-        if let Some(v) = raw.owner_id {
-            config.owner_id = Some(loader.parse(OWNER_ID, v, |s| Ok(s.trim().to_owned()))?);
+        if let Some(owner) = given.text(OWNER_ID)? {
+            config.owner_id = Some(owner);
         }
-        if let Some(v) = raw.retry_max_attempts {
-            config.retry.max_attempts = loader.parse(RETRY_MAX_ATTEMPTS, v, |s| {
-                parse_int(s, "a non-negative integer; 0 = no limit")
-            })?;
+        if let Some(attempts) =
+            given.int(RETRY_MAX_ATTEMPTS, "a non-negative integer; 0 = no limit")?
+        {
+            config.retry.max_attempts = attempts;
         }
-        if let Some(v) = raw.retry_initial_delay {
-            config.retry.initial_delay = loader.duration(RETRY_INITIAL_DELAY, v, &mut written)?;
+        if let Some(delay) = given.duration(RETRY_INITIAL_DELAY)? {
+            config.retry.initial_delay = delay;
         }
-        if let Some(v) = raw.retry_max_delay {
-            config.retry.max_delay = loader.duration(RETRY_MAX_DELAY, v, &mut written)?;
+        if let Some(delay) = given.duration(RETRY_MAX_DELAY)? {
+            config.retry.max_delay = delay;
         }
-        if let Some(v) = raw.retry_jitter {
-            config.retry.jitter = loader.parse(RETRY_JITTER, v, parse_fraction)?;
+        if let Some(jitter) = given.parse(RETRY_JITTER, parse_fraction)? {
+            config.retry.jitter = jitter;
         }
-        if let Some(v) = raw.request_timeout {
-            config.request_timeout = loader.duration(REQUEST_TIMEOUT, v, &mut written)?;
+        if let Some(timeout) = given.duration(REQUEST_TIMEOUT)? {
+            config.request_timeout = timeout;
         }
-        if let Some(v) = raw.redis_urls {
-            config.redis.urls = loader.list(REDIS_URLS, v)?;
+        // Each backend parses its own variables.
+        #[cfg(feature = "redis")]
+        {
+            config.redis = RedisConfig::from_settings(&given)?;
         }
-        if let Some(v) = raw.redis_prefix {
-            config.redis.prefix = loader.parse(REDIS_PREFIX, v, |s| Ok(s.trim().to_owned()))?;
+        #[cfg(feature = "postgres")]
+        {
+            config.postgres = PostgresConfig::from_settings(&given)?;
         }
-        if let Some(v) = raw.redis_quorum {
-            config.redis.quorum = loader.parse(REDIS_QUORUM, v, |s| {
-                parse_int(s, "a non-negative integer; 0 = a majority")
-            })?;
-        }
-        if let Some(v) = raw.postgres_url {
-            config.postgres.url = Some(loader.parse(POSTGRES_URL, v, |s| Ok(s.trim().to_owned()))?);
-        }
-        if let Some(v) = raw.postgres_namespace {
-            config.postgres.namespace = loader.parse(POSTGRES_NAMESPACE, v, |s| {
-                parse_int(s, "an integer in -2147483648..=2147483647")
-            })?;
-        }
-        if let Some(v) = raw.postgres_mode {
-            config.postgres.mode = loader.parse(POSTGRES_MODE, v, |s| {
-                let t = s.trim();
-                PostgresMode::from_str(t).map_err(|_| {
-                    format!("invalid value {t:?} (expected \"advisory\" or \"lease\")")
-                })
-            })?;
-        }
-        if let Some(v) = raw.etcd_endpoints {
-            config.etcd.endpoints = loader.list(ETCD_ENDPOINTS, v)?;
-        }
-        if let Some(v) = raw.etcd_prefix {
-            config.etcd.prefix = loader.parse(ETCD_PREFIX, v, |s| Ok(s.trim().to_owned()))?;
+        #[cfg(feature = "etcd")]
+        {
+            config.etcd = EtcdConfig::from_settings(&given)?;
         }
 
-        config.check(&|key| origin(figment, key), &written)?;
+        config.check(&given)?;
         Ok(config)
     }
 
@@ -591,8 +442,8 @@ impl Config {
     /// the TTL, a TTL of at most
     /// [`MAX_TTL`](crate::MAX_TTL) (one year), a non-empty owner id, retry delays > 0 and at
     /// most [`MAX_RETRY_DELAY`] (one hour) with `max_delay >= initial_delay`, jitter in
-    /// `0..=1`, non-empty URL and endpoint lists without empty items, a non-empty PostgreSQL
-    /// URL when set, and a Redis quorum of 0 or between a majority and the number of URLs.
+    /// `0..=1`; then the selected provider's own checks (its configuration's `validate`: for
+    /// example a Redis quorum between a majority and the number of URLs, a PostgreSQL URL).
     /// [`Config::from_env`], [`Config::from_figment`] and [`Locker::new`](crate::Locker::new)
     /// call it.
     ///
@@ -600,30 +451,26 @@ impl Config {
     ///
     /// [`Error::Config`] naming the variable, its value and the allowed range.
     pub fn validate(&self) -> Result<()> {
-        self.check(&|_| String::new(), &Written::new())
+        self.check(&Settings::new())
     }
 
-    /// `written` holds the text of each duration as it was given, to quote it in errors.
-    fn check(&self, origin: &dyn Fn(&str) -> String, written: &Written) -> Result<()> {
-        let show = |var: Var, d: Duration| match written.get(var.key) {
-            Some(text) => text.clone(),
-            None => show_duration(d),
+    /// [`validate`](Self::validate), quoting values as they were `given`.
+    fn check(&self, given: &Settings) -> Result<()> {
+        let show = |setting: Setting, d: Duration| given.show_duration(setting, d);
+        let fail = |setting: Setting, problem: String| -> Result<()> {
+            Err(given.error(setting, &problem))
         };
-        let fail = |var: Var, problem: String| -> Result<()> {
-            Err(Error::config(redact(&format!(
-                "{}: {problem}{}",
-                var.name,
-                origin(var.key)
-            ))))
-        };
-        for (var, d) in [
+        for (setting, d) in [
             (DEFAULT_TTL, self.default_ttl),
             (EXTEND_INTERVAL, self.extend_interval),
             (RETRY_INITIAL_DELAY, self.retry.initial_delay),
             (REQUEST_TIMEOUT, self.request_timeout),
         ] {
             if d.is_zero() {
-                return fail(var, format!("must be greater than 0, got {}", show(var, d)));
+                return fail(
+                    setting,
+                    format!("must be greater than 0, got {}", show(setting, d)),
+                );
             }
         }
         if self.extend_interval >= self.default_ttl {
@@ -648,17 +495,17 @@ impl Config {
                 ),
             );
         }
-        for (var, d) in [
+        for (setting, d) in [
             (RETRY_INITIAL_DELAY, self.retry.initial_delay),
             (RETRY_MAX_DELAY, self.retry.max_delay),
             (REQUEST_TIMEOUT, self.request_timeout),
         ] {
             if d > MAX_RETRY_DELAY {
                 return fail(
-                    var,
+                    setting,
                     format!(
                         "{} is out of range: it must be at most {}",
-                        show(var, d),
+                        show(setting, d),
                         show_duration(MAX_RETRY_DELAY)
                     ),
                 );
@@ -685,45 +532,16 @@ impl Config {
                 format!("{owner:?} is empty; leave it unset to get a generated ULID"),
             );
         }
-        for (var, list) in [
-            (REDIS_URLS, &self.redis.urls),
-            (ETCD_ENDPOINTS, &self.etcd.endpoints),
-        ] {
-            if list.is_empty() {
-                return fail(var, "must not be empty".to_owned());
-            }
-            if list.iter().any(|item| item.trim().is_empty()) {
-                return fail(var, format!("empty item in {:?}", redact_all(list)));
-            }
+        // The selected backend checks its own settings.
+        match self.provider {
+            #[cfg(feature = "redis")]
+            Provider::Redis => self.redis.check(given),
+            #[cfg(feature = "postgres")]
+            Provider::Postgres => self.postgres.check(given),
+            #[cfg(feature = "etcd")]
+            Provider::Etcd => self.etcd.check(given),
+            _ => Ok(()),
         }
-        let urls = self.redis.urls.len();
-        let quorum = self.redis.quorum as usize;
-        let majority = urls / 2 + 1;
-        if quorum > urls {
-            return fail(
-                REDIS_QUORUM,
-                format!(
-                    "{quorum} is more than the {urls} URL(s) of {}",
-                    REDIS_URLS.name
-                ),
-            );
-        }
-        if quorum != 0 && quorum < majority {
-            return fail(
-                REDIS_QUORUM,
-                format!(
-                    "{quorum} is below a majority of the {urls} URL(s) of {} ({majority}); two \
-                     holders could be granted the same lock (use 0 for a majority)",
-                    REDIS_URLS.name
-                ),
-            );
-        }
-        if let Some(url) = &self.postgres.url
-            && url.trim().is_empty()
-        {
-            return fail(POSTGRES_URL, "must not be empty".to_owned());
-        }
-        Ok(())
     }
 }
 
@@ -757,47 +575,25 @@ impl figment::Provider for EnvVars {
     fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
         let mut dict = Dict::new();
         for (key, value) in figment::providers::Env::prefixed(ENV_PREFIX).iter() {
-            dict.insert(key.as_str().to_owned(), Value::from(value));
+            dict.insert(key.as_str().to_owned(), figment::value::Value::from(value));
         }
         Ok(Profile::Default.collect(dict))
     }
 }
 
-/// A variable: its name and its figment key.
-#[derive(Clone, Copy)]
-struct Var {
-    name: &'static str,
-    key: &'static str,
-}
+const PROVIDER: Setting = Setting::new("LOCK_PROVIDER", "provider");
+const DEFAULT_TTL: Setting = Setting::new("LOCK_DEFAULT_TTL", "default_ttl");
+const EXTEND_INTERVAL: Setting = Setting::new("LOCK_EXTEND_INTERVAL", "extend_interval");
+const OWNER_ID: Setting = Setting::new("LOCK_OWNER_ID", "owner_id");
+const RETRY_MAX_ATTEMPTS: Setting = Setting::new("LOCK_RETRY_MAX_ATTEMPTS", "retry_max_attempts");
+const RETRY_INITIAL_DELAY: Setting =
+    Setting::new("LOCK_RETRY_INITIAL_DELAY", "retry_initial_delay");
+const RETRY_MAX_DELAY: Setting = Setting::new("LOCK_RETRY_MAX_DELAY", "retry_max_delay");
+const RETRY_JITTER: Setting = Setting::new("LOCK_RETRY_JITTER", "retry_jitter");
+const REQUEST_TIMEOUT: Setting = Setting::new("LOCK_REQUEST_TIMEOUT", "request_timeout");
 
-macro_rules! vars {
-    ($($konst:ident = $name:literal, $key:literal;)*) => {
-        $(const $konst: Var = Var { name: $name, key: $key };)*
-    };
-}
-
-vars! {
-    PROVIDER = "LOCK_PROVIDER", "provider";
-    DEFAULT_TTL = "LOCK_DEFAULT_TTL", "default_ttl";
-    EXTEND_INTERVAL = "LOCK_EXTEND_INTERVAL", "extend_interval";
-    OWNER_ID = "LOCK_OWNER_ID", "owner_id";
-    RETRY_MAX_ATTEMPTS = "LOCK_RETRY_MAX_ATTEMPTS", "retry_max_attempts";
-    RETRY_INITIAL_DELAY = "LOCK_RETRY_INITIAL_DELAY", "retry_initial_delay";
-    RETRY_MAX_DELAY = "LOCK_RETRY_MAX_DELAY", "retry_max_delay";
-    RETRY_JITTER = "LOCK_RETRY_JITTER", "retry_jitter";
-    REQUEST_TIMEOUT = "LOCK_REQUEST_TIMEOUT", "request_timeout";
-    REDIS_URLS = "LOCK_REDIS_URLS", "redis_urls";
-    REDIS_PREFIX = "LOCK_REDIS_PREFIX", "redis_prefix";
-    REDIS_QUORUM = "LOCK_REDIS_QUORUM", "redis_quorum";
-    POSTGRES_URL = "LOCK_POSTGRES_URL", "postgres_url";
-    POSTGRES_NAMESPACE = "LOCK_POSTGRES_NAMESPACE", "postgres_namespace";
-    POSTGRES_MODE = "LOCK_POSTGRES_MODE", "postgres_mode";
-    ETCD_ENDPOINTS = "LOCK_ETCD_ENDPOINTS", "etcd_endpoints";
-    ETCD_PREFIX = "LOCK_ETCD_PREFIX", "etcd_prefix";
-}
-
-/// Every variable of the table.
-const KNOWN: [Var; 17] = [
+/// The variables this crate reads itself; each backend lists its own.
+const CORE: [Setting; 9] = [
     PROVIDER,
     DEFAULT_TTL,
     EXTEND_INTERVAL,
@@ -807,33 +603,51 @@ const KNOWN: [Var; 17] = [
     RETRY_MAX_DELAY,
     RETRY_JITTER,
     REQUEST_TIMEOUT,
-    REDIS_URLS,
-    REDIS_PREFIX,
-    REDIS_QUORUM,
-    POSTGRES_URL,
-    POSTGRES_NAMESPACE,
-    POSTGRES_MODE,
-    ETCD_ENDPOINTS,
-    ETCD_PREFIX,
 ];
 
-/// Whether an environment variable's key (its name without `LOCK_`, in any case) is neither in
-/// the table nor one of the test suite's `LOCK_TEST_*`.
+/// Every variable this build reads: ours and those of the enabled backends.
+fn known() -> Vec<Setting> {
+    #[allow(unused_mut)]
+    let mut known = CORE.to_vec();
+    #[cfg(feature = "redis")]
+    known.extend_from_slice(RedisConfig::SETTINGS);
+    #[cfg(feature = "postgres")]
+    known.extend_from_slice(PostgresConfig::SETTINGS);
+    #[cfg(feature = "etcd")]
+    known.extend_from_slice(EtcdConfig::SETTINGS);
+    known
+}
+
+/// The provider whose feature is off and whose variables `key` looks like (`redis_urls` in a
+/// build without `redis`): such keys are ignored, not unknown.
+fn disabled_backend(key: &str) -> Option<Provider> {
+    Provider::ALL.into_iter().find(|provider| {
+        !provider.is_enabled()
+            && key
+                .strip_prefix(provider.as_str())
+                .is_some_and(|rest| rest.starts_with('_'))
+    })
+}
+
+/// Whether an environment variable's key (its name without `LOCK_`, in any case) is neither
+/// known, nor one of a disabled backend's, nor one of the test suite's `LOCK_TEST_*`.
 fn is_unknown_env_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    !key.starts_with("test_") && !KNOWN.iter().any(|var| var.key == key)
+    !key.starts_with("test_")
+        && disabled_backend(&key).is_none()
+        && !known().iter().any(|setting| setting.key == key)
 }
 
 /// The known variable whose key is closest to `key`, when it is close: at most 2 edits, or a
 /// quarter of the key's length for long keys.
-fn closest(key: &str) -> Option<Var> {
+fn closest(key: &str) -> Option<Setting> {
     let limit = (key.chars().count() / 4).max(2);
-    KNOWN
-        .iter()
-        .map(|var| (edit_distance(key, var.key), *var))
+    known()
+        .into_iter()
+        .map(|setting| (edit_distance(key, setting.key), setting))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, var)| var)
+        .map(|(_, setting)| setting)
 }
 
 /// The Levenshtein distance: insertions, deletions and substitutions of characters.
@@ -862,8 +676,18 @@ fn check_keys(figment: &Figment) -> Result<()> {
     let keys: Dict = figment
         .extract()
         .map_err(|e| Error::config(redact(&e.to_string())))?;
+    let known = known();
     for key in keys.keys() {
-        if KNOWN.iter().any(|var| var.key == key) {
+        if known.iter().any(|setting| setting.key == key) {
+            continue;
+        }
+        if let Some(provider) = disabled_backend(key) {
+            tracing::warn!(
+                key = %key,
+                "{ENV_PREFIX}{} is ignored: this build of `lock` has no `{}` feature",
+                key.to_ascii_uppercase(),
+                provider.feature()
+            );
             continue;
         }
         let metadata = figment.find_metadata(key);
@@ -882,7 +706,7 @@ fn check_keys(figment: &Figment) -> Result<()> {
             None => String::new(),
         };
         let hint = match closest(key) {
-            Some(var) => format!(" (did you mean `{}`?)", var.key),
+            Some(setting) => format!(" (did you mean `{}`?)", setting.key),
             None => format!(
                 " (keys are the variable names without {ENV_PREFIX}, in lowercase: `default_ttl`, \
                  `redis_urls`, ...)"
@@ -911,36 +735,24 @@ fn origin(figment: &Figment, key: &str) -> String {
     }
 }
 
-/// The text each duration was given as, by figment key.
-type Written = std::collections::BTreeMap<&'static str, String>;
-
-/// The flat form every source is read into.
-#[derive(Deserialize, Default)]
-struct Raw {
-    provider: Option<RawValue>,
-    default_ttl: Option<RawValue>,
-    extend_interval: Option<RawValue>,
-    owner_id: Option<RawValue>,
-    retry_max_attempts: Option<RawValue>,
-    retry_initial_delay: Option<RawValue>,
-    retry_max_delay: Option<RawValue>,
-    retry_jitter: Option<RawValue>,
-    request_timeout: Option<RawValue>,
-    redis_urls: Option<RawValue>,
-    redis_prefix: Option<RawValue>,
-    redis_quorum: Option<RawValue>,
-    postgres_url: Option<RawValue>,
-    postgres_namespace: Option<RawValue>,
-    postgres_mode: Option<RawValue>,
-    etcd_endpoints: Option<RawValue>,
-    etcd_prefix: Option<RawValue>,
+/// The values of the known keys `figment` holds, each with where it was set.
+fn given(figment: &Figment) -> Result<Settings> {
+    let mut given = Settings::new();
+    for setting in known() {
+        let Ok(value) = figment.find_value(setting.key) else {
+            continue;
+        };
+        let origin = origin(figment, setting.key);
+        let RawValue(value) = value
+            .deserialize()
+            .map_err(|e| Error::config(redact(&format!("{}: {}{origin}", setting.name, e.kind))))?;
+        given.insert(setting.key, value, origin);
+    }
+    Ok(given)
 }
 
 /// A value of any scalar type as its string, or a list of them.
-enum RawValue {
-    One(String),
-    Many(Vec<String>),
-}
+struct RawValue(Value);
 
 impl<'de> Deserialize<'de> for RawValue {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -954,8 +766,8 @@ struct Scalar(String);
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match d.deserialize_any(RawVisitor { nested: true })? {
-            RawValue::One(s) => Ok(Scalar(s)),
-            RawValue::Many(_) => unreachable!("a nested visitor rejects lists"),
+            RawValue(Value::One(s)) => Ok(Scalar(s)),
+            RawValue(Value::Many(_)) => unreachable!("a nested visitor rejects lists"),
         }
     }
 }
@@ -976,31 +788,31 @@ impl<'de> serde::de::Visitor<'de> for RawVisitor {
     }
 
     fn visit_bool<E>(self, v: bool) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_i64<E>(self, v: i64) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_i128<E>(self, v: i128) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_u64<E>(self, v: u64) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_u128<E>(self, v: u128) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_f64<E>(self, v: f64) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_char<E>(self, v: char) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_string()))
+        Ok(RawValue(Value::One(v.to_string())))
     }
     fn visit_str<E>(self, v: &str) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v.to_owned()))
+        Ok(RawValue(Value::One(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> std::result::Result<RawValue, E> {
-        Ok(RawValue::One(v))
+        Ok(RawValue(Value::One(v)))
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -1017,115 +829,8 @@ impl<'de> serde::de::Visitor<'de> for RawVisitor {
         while let Some(Scalar(item)) = seq.next_element()? {
             items.push(item);
         }
-        Ok(RawValue::Many(items))
+        Ok(RawValue(Value::Many(items)))
     }
-}
-
-struct Loader<'a> {
-    figment: &'a Figment,
-}
-
-impl Loader<'_> {
-    fn error(&self, var: Var, problem: &str) -> Error {
-        Error::config(redact(&format!(
-            "{}: {problem}{}",
-            var.name,
-            origin(self.figment, var.key)
-        )))
-    }
-
-    /// Parses a single value with `parse`, whose error names the problem and the value.
-    fn parse<T>(
-        &self,
-        var: Var,
-        value: RawValue,
-        parse: impl FnOnce(&str) -> std::result::Result<T, String>,
-    ) -> Result<T> {
-        match value {
-            RawValue::One(s) => parse(&s).map_err(|problem| self.error(var, &problem)),
-            RawValue::Many(items) => Err(self.error(
-                var,
-                &format!("expected a single value, got the list {items:?}"),
-            )),
-        }
-    }
-
-    /// A duration with a unit; its text is kept in `written` for later errors.
-    fn duration(&self, var: Var, value: RawValue, written: &mut Written) -> Result<Duration> {
-        let d = self.parse(var, value, |s| {
-            written.insert(var.key, s.trim().to_owned());
-            parse_duration(s)
-        })?;
-        Ok(d)
-    }
-
-    /// A list: one value, comma-separated values, `[a, b]`, or an array.
-    fn list(&self, var: Var, value: RawValue) -> Result<Vec<String>> {
-        let (shown, items): (String, Vec<String>) = match value {
-            RawValue::One(s) => {
-                let trimmed = s.trim();
-                let inner = trimmed
-                    .strip_prefix('[')
-                    .and_then(|t| t.strip_suffix(']'))
-                    .unwrap_or(trimmed);
-                let items = inner.split(',').map(|item| unquote(item.trim())).collect();
-                // Each item redacted on its own: only a lone URL can be redacted exactly.
-                let shown: Vec<String> = s.split(',').map(|p| redact(p).into_owned()).collect();
-                (shown.join(","), items)
-            }
-            RawValue::Many(items) => (
-                format!("{:?}", redact_all(&items)),
-                items.iter().map(|item| unquote(item.trim())).collect(),
-            ),
-        };
-        if items.iter().all(String::is_empty) {
-            return Err(self.error(
-                var,
-                &format!(
-                    "must not be empty, got {shown:?} (give one value or a comma-separated list)"
-                ),
-            ));
-        }
-        if items.iter().any(String::is_empty) {
-            return Err(self.error(
-                var,
-                &format!("empty item in {shown:?} (items are separated by single commas)"),
-            ));
-        }
-        Ok(items)
-    }
-}
-
-/// Strips one pair of matching quotes.
-fn unquote(s: &str) -> String {
-    for q in ['"', '\''] {
-        if let Some(inner) = s.strip_prefix(q).and_then(|t| t.strip_suffix(q)) {
-            return inner.trim().to_owned();
-        }
-    }
-    s.to_owned()
-}
-
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    if t.parse::<f64>().is_ok_and(|n| n >= 0.0) {
-        return Err(format!(
-            "invalid duration {t:?}: a unit is required (e.g. {t}s or {t}ms)"
-        ));
-    }
-    humantime::parse_duration(t)
-        .map_err(|_| format!("invalid duration {t:?} (use a unit, e.g. 30s or 500ms)"))
-}
-
-/// A duration as humantime writes it (`2years`, `1h 1m`, `250ms`).
-fn show_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-fn parse_int<T: FromStr>(s: &str, expected: &str) -> std::result::Result<T, String> {
-    let t = s.trim();
-    t.parse()
-        .map_err(|_| format!("invalid value {t:?} (expected {expected})"))
 }
 
 fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
@@ -1144,31 +849,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_need_a_unit() {
-        assert_eq!(parse_duration(" 250ms "), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        let err = parse_duration("30").unwrap_err();
-        assert!(err.contains("unit is required"), "{err}");
-        let err = parse_duration("abc").unwrap_err();
-        assert_eq!(
-            err,
-            r#"invalid duration "abc" (use a unit, e.g. 30s or 500ms)"#
-        );
-    }
-
-    #[test]
     fn fractions_stay_in_range() {
         assert_eq!(parse_fraction("0"), Ok(0.0));
         assert_eq!(parse_fraction("1.0"), Ok(1.0));
         assert!(parse_fraction("1.5").unwrap_err().contains("0..=1"));
         assert!(parse_fraction("NaN").is_err());
         assert!(parse_fraction("x").unwrap_err().contains(r#""x""#));
-    }
-
-    #[test]
-    fn unquote_strips_one_pair() {
-        assert_eq!(unquote(r#""a""#), "a");
-        assert_eq!(unquote("'a'"), "a");
-        assert_eq!(unquote(r#""a"#), r#""a"#);
     }
 }

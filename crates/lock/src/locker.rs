@@ -123,79 +123,26 @@ impl Locker {
     }
 }
 
-/// Makes the backend `config.provider` names; its feature is enabled.
+/// Makes the backend `config.provider` names, from its own configuration.
 async fn connect(config: &Config) -> Result<Arc<dyn DynBackend>> {
     match config.provider {
-        Provider::Memory => memory(),
-        Provider::Redis => redis(config).await,
-        Provider::Postgres => {
-            let Some(url) = &config.postgres.url else {
-                return Err(Error::config(
-                    "LOCK_POSTGRES_URL is required when LOCK_PROVIDER is \"postgres\"",
-                ));
-            };
-            postgres(url, &config.postgres).await
-        }
-        Provider::Etcd => etcd(config).await,
+        #[cfg(feature = "memory")]
+        Provider::Memory => Ok(Arc::new(lock_memory::Memory::new())),
+        #[cfg(feature = "redis")]
+        Provider::Redis => Ok(Arc::new(
+            lock_redis::Redis::connect(config.redis.clone()).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        Provider::Postgres => Ok(Arc::new(
+            lock_postgres::Postgres::connect(config.postgres.clone()).await?,
+        )),
+        #[cfg(feature = "etcd")]
+        Provider::Etcd => Ok(Arc::new(
+            lock_etcd::Etcd::connect(config.etcd.clone()).await?,
+        )),
+        #[allow(unreachable_patterns)]
+        provider => Err(feature_off(provider)),
     }
-}
-
-#[cfg(feature = "etcd")]
-async fn etcd(config: &Config) -> Result<Arc<dyn DynBackend>> {
-    let etcd = lock_etcd::EtcdConfig {
-        endpoints: config.etcd.endpoints.clone(),
-        prefix: config.etcd.prefix.clone(),
-        ..lock_etcd::EtcdConfig::default()
-    };
-    Ok(Arc::new(lock_etcd::Etcd::connect(etcd).await?))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn etcd(_config: &Config) -> Result<Arc<dyn DynBackend>> {
-    Err(feature_off(Provider::Etcd))
-}
-
-#[cfg(feature = "postgres")]
-async fn postgres(
-    url: &str,
-    config: &crate::config::PostgresConfig,
-) -> Result<Arc<dyn DynBackend>> {
-    use crate::config::PostgresMode;
-    let mut backend = lock_postgres::PostgresConfig::new(url);
-    backend.namespace = config.namespace;
-    backend.mode = match config.mode {
-        PostgresMode::Advisory => lock_postgres::PostgresMode::Advisory,
-        PostgresMode::Lease => lock_postgres::PostgresMode::Lease,
-    };
-    Ok(Arc::new(lock_postgres::Postgres::connect(backend).await?))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres(_: &str, _: &crate::config::PostgresConfig) -> Result<Arc<dyn DynBackend>> {
-    Err(feature_off(Provider::Postgres))
-}
-
-#[cfg(feature = "memory")]
-fn memory() -> Result<Arc<dyn DynBackend>> {
-    Ok(Arc::new(lock_memory::Memory::new()))
-}
-
-#[cfg(feature = "redis")]
-async fn redis(config: &Config) -> Result<Arc<dyn DynBackend>> {
-    let redis = lock_redis::RedisConfig::new(config.redis.urls.iter().map(|u| u.trim()))
-        .prefix(config.redis.prefix.clone())
-        .quorum(config.redis.quorum);
-    Ok(Arc::new(lock_redis::Redis::connect(redis).await?))
-}
-
-#[cfg(not(feature = "redis"))]
-async fn redis(_config: &Config) -> Result<Arc<dyn DynBackend>> {
-    Err(feature_off(Provider::Redis))
-}
-
-#[cfg(not(feature = "memory"))]
-fn memory() -> Result<Arc<dyn DynBackend>> {
-    Err(feature_off(Provider::Memory))
 }
 
 fn feature_off(provider: Provider) -> Error {
