@@ -164,7 +164,25 @@ INI
     log "PgBouncer (transaction pooling): $LOCK_TEST_PGBOUNCER_URL"
 }
 
-# etcd: a 3-node cluster on loopback.
+# etcd 3.5 for the version matrix: Debian 12 packages only 3.4.23, below the minimum the README
+# states (3.4.31 / 3.5.13); Debian 13's package is unpacked here, checked against its SHA-256,
+# not installed. Sets etcd35_bin to the folder holding the `etcd` binary.
+etcd35_version=3.5.16-4
+etcd35_sha256=0875921bb0d023f2af9b8e15cdfbe417a03e65731345fb832c40f9c2dd72967b
+fetch_etcd35() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/lock-test/etcd-server-$etcd35_version"
+    if [ ! -x "$dir/usr/bin/etcd" ]; then
+        local deb="$servers_dir/etcd-server-$etcd35_version.deb"
+        curl -fsSL --retry 3 -o "$deb" \
+            "http://deb.debian.org/debian/pool/main/e/etcd/etcd-server_${etcd35_version}_amd64.deb"
+        echo "$etcd35_sha256  $deb" | sha256sum -c --quiet
+        rm -rf "$dir" && mkdir -p "$dir"
+        dpkg -x "$deb" "$dir"
+    fi
+    etcd35_bin="$dir/usr/bin"
+}
+
+# etcd: a 3-node cluster on loopback, of the first `etcd` on PATH.
 start_etcd() {
     # The fault tests start their own etcd processes, whatever LOCK_TEST_* say; etcdctl waits
     # for the cluster's health.
@@ -175,7 +193,9 @@ start_etcd() {
         log "etcd: using LOCK_TEST_ETCD_ENDPOINTS"
         return
     fi
-    local cluster="" endpoints=() client=() peer=() i
+    local cluster="" endpoints=() client=() peer=() i dir
+    # A folder per cluster: the version matrix starts a second one.
+    dir=$(mktemp -d "$servers_dir/etcd.XXXXXX")
     for i in 1 2 3; do
         pick_port
         client[i]=$picked
@@ -184,13 +204,13 @@ start_etcd() {
         cluster+="n$i=http://127.0.0.1:${peer[i]},"
     done
     for i in 1 2 3; do
-        etcd --name "n$i" --data-dir "$servers_dir/etcd-$i" \
+        etcd --name "n$i" --data-dir "$dir/data-$i" \
             --listen-client-urls "http://127.0.0.1:${client[i]}" \
             --advertise-client-urls "http://127.0.0.1:${client[i]}" \
             --listen-peer-urls "http://127.0.0.1:${peer[i]}" \
             --initial-advertise-peer-urls "http://127.0.0.1:${peer[i]}" \
             --initial-cluster "${cluster%,}" --initial-cluster-state new \
-            --initial-cluster-token lock-test >"$servers_dir/etcd-$i.log" 2>&1 &
+            --initial-cluster-token lock-test >"$dir/$i.log" 2>&1 &
         pids+=("$!")
         endpoints+=("127.0.0.1:${client[i]}")
     done

@@ -53,6 +53,20 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --quie
 log "cargo test (all features, doc tests included)"
 cargo test --workspace --all-features
 
+# The etcd version matrix: the conformance suite and the fault tests (which start clusters of
+# the first `etcd` on PATH) once more on etcd 3.5, on a cluster of its own.
+if [ -d crates/lock-etcd ]; then
+    fetch_etcd35
+    saved_endpoints=$LOCK_TEST_ETCD_ENDPOINTS
+    saved_path=$PATH
+    unset LOCK_TEST_ETCD_ENDPOINTS
+    export PATH="$etcd35_bin:$PATH"
+    start_etcd
+    log "cargo test -p lock-etcd on $(etcd --version | head -1)"
+    cargo test -p lock-etcd --all-features --test conformance --test faults
+    export PATH=$saved_path LOCK_TEST_ETCD_ENDPOINTS=$saved_endpoints
+fi
+
 log "cargo test -p lock (default features)"
 cargo test -p lock
 
