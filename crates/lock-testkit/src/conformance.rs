@@ -379,9 +379,17 @@ pub async fn auto_extend_holds_past_ttl(env: &TestEnv) {
         .await
         .unwrap();
     tokio::time::sleep(ms(3500)).await;
+    let other = env.b.mutex(&name).try_lock().await.unwrap();
+    // Safety first: another holder while this guard still counts itself the holder is a
+    // double grant; a late extension that made the guard lost is only a liveness failure.
     assert!(
-        env.b.mutex(&name).try_lock().await.unwrap().is_none(),
-        "lease expired"
+        other.is_none() || guard.is_lost(),
+        "double grant: another client was granted while the auto-extended guard is not lost"
+    );
+    assert!(
+        other.is_none(),
+        "the lease expired although auto-extended (the guard knew: lost = {})",
+        guard.is_lost()
     );
     assert!(!guard.is_lost());
     assert_eq!(lost.load(Ordering::SeqCst), 0);
