@@ -5,8 +5,11 @@
 //! `LOCK_TEST_ETCD_ENDPOINTS`) and writes `bench/results/latest.md` and `latest.json`.
 //!
 //! Scenarios: uncontended lock + release latency (one client); throughput with 1, 8 and 64
-//! clients on distinct names; contended hand-off (release → next waiter's grant); semaphore
-//! and read-lock throughput; Redlock over 3 and 5 nodes against one node. Medians and p99.
+//! clients on distinct names; contended throughput (8 clients on one name); contended hand-off
+//! (release → next waiter's grant, measured warm); semaphore and read-lock throughput; the
+//! cost of a read-lock or semaphore cycle next to 0, 10, 100 and 1000 other holders of the
+//! same lock; Redlock over 3 and 5 nodes against one node, and over 5 nodes with one paused
+//! (SIGSTOP). Medians and p99.
 //! `LOCK_BENCH_QUICK=1` makes a smoke run; `LOCK_BENCH_GROUPS=redis-1,etcd` limits the groups.
 
 mod peers;
@@ -97,6 +100,52 @@ async fn main() -> Result<()> {
         }
     }
 
+    for c in contenders.iter().filter(|c| c.waits) {
+        eprintln!("contended throughput: {} / {}", c.group, c.label);
+        let (ops, samples) = contended(c, 8, effort.throughput_for)
+            .await
+            .with_context(|| c.label.clone())?;
+        report.push(Row::throughput("contended mutex throughput, 8 clients on one name", c, ops, &samples));
+    }
+    for kind in [Kind::Read, Kind::SemaphoreMany] {
+        for c in contenders.iter().filter(|c| c.supports(kind)) {
+            // Advisory mode holds a server session per lease: 100 holders would exhaust the
+            // test server's max_connections (review finding PG-6).
+            let most = if c.label.contains("advisory") { 10 } else { 1000 };
+            eprintln!("{kind:?} next to other holders: {} / {}", c.group, c.label);
+            for (others, samples) in among_holders(c, kind, most, effort.latency_iters / 4)
+                .await
+                .with_context(|| c.label.clone())?
+            {
+                report.push(Row::latency(&holders_scenario(kind, others), c, &samples));
+            }
+        }
+    }
+    for c in contenders.iter().filter(|c| c.group == "redlock-5") {
+        eprintln!("latency, one node paused: {} / {}", c.group, c.label);
+        match paused_latency(c, effort.latency_iters / 4).await {
+            Ok(samples) => report.push(Row::latency(PAUSED, c, &samples)),
+            Err(e) => eprintln!("  {}: {e:#}", c.label),
+        }
+    }
+
+    let mut flat = Vec::new();
+    for (group, subject) in [
+        ("memory", "ours"),
+        ("redis-1", "ours"),
+        ("redlock-5", "ours"),
+        ("postgres", "ours (lease)"),
+        ("etcd", "ours"),
+    ] {
+        for kind in [Kind::Read, Kind::SemaphoreMany] {
+            flat.push(Goal::across(
+                &format!("{group} {subject}: {} cycle with 1000 other holders vs none", kind.title()),
+                (&holders_scenario(kind, 1000), group, subject),
+                (&holders_scenario(kind, 0), group, subject),
+                2.0,
+            ));
+        }
+    }
     report.goals(&[
         Goal::latency_ratio("Redis single node: cycle latency vs the raw SET NX floor", "uncontended cycle", ("redis-1", "ours"), ("redis-1", "raw SET NX PX + CAD script"), 1.2),
         Goal::throughput_at_least("Redis single node: throughput (8 clients) vs rslock", "throughput, 8 clients", ("redis-1", "ours"), ("redis-1", "rslock")),
@@ -108,7 +157,12 @@ async fn main() -> Result<()> {
         Goal::latency_ratio("PostgreSQL advisory: cycle latency vs sqlx PgAdvisoryLock", "uncontended cycle", ("postgres", "ours (advisory)"), ("postgres", "sqlx PgAdvisoryLock"), 1.5),
         Goal::latency_ratio("etcd: cycle latency vs the lock/unlock RPC", "uncontended cycle", ("etcd", "ours"), ("etcd", "etcd-client lock/unlock RPC"), 1.2),
         Goal::absolute("Memory: uncontended cycle under 1 µs", "uncontended cycle", ("memory", "ours"), Duration::from_micros(1)),
-    ]);
+        Goal::across("Redlock 5 nodes, one paused: cycle vs all healthy", (PAUSED, "redlock-5", "ours"), ("uncontended cycle", "redlock-5", "ours"), 1.5),
+        Goal::throughput_at_least("Redlock 5 nodes: contended mutex throughput vs rslock", "contended mutex throughput, 8 clients on one name", ("redlock-5", "ours"), ("redlock-5", "rslock")),
+    ]
+    .into_iter()
+    .chain(flat)
+    .collect::<Vec<_>>());
     report.write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results"))?;
     Ok(())
 }
@@ -167,11 +221,108 @@ async fn throughput(
     Ok((samples.len() as f64 / elapsed, samples))
 }
 
-/// Two clients: A holds, B waits; the time from A's release to B's grant.
+/// The scenario of a cycle next to `others` other holders.
+fn holders_scenario(kind: Kind, others: usize) -> String {
+    format!("{} cycle, {others} other holders", kind.title())
+}
+
+const PAUSED: &str = "uncontended cycle, 1 of 5 nodes paused";
+
+/// `clients` clients cycling one mutex name for `run_for`.
+async fn contended(c: &Contender, clients: usize, run_for: Duration) -> Result<(f64, Vec<Duration>)> {
+    let mut made = Vec::new();
+    for _ in 0..clients {
+        made.push((c.make)().await?);
+    }
+    let name = format!("{}/contended", c.run);
+    let started = Instant::now();
+    let deadline = started + run_for;
+    let mut tasks = Vec::new();
+    for client in made {
+        let name = name.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                client.cycle(Kind::Mutex, &name).await?;
+                samples.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    Ok((samples.len() as f64 / started.elapsed().as_secs_f64(), samples))
+}
+
+/// The cycle of one client on a lock that 0, 10, 100 and 1000 (at most `most`) other leases of
+/// another client hold; `iters` cycles at each step.
+async fn among_holders(c: &Contender, kind: Kind, most: usize, iters: usize) -> Result<Vec<(usize, Vec<Duration>)>> {
+    let holder = (c.make)().await?;
+    let client = (c.make)().await?;
+    let name = format!("{}/holders-{kind:?}", c.run);
+    let iters = iters.max(20);
+    let mut held = Vec::new();
+    let mut out = Vec::new();
+    for others in [0usize, 10, 100, 1000].into_iter().filter(|n| *n <= most) {
+        while held.len() < others {
+            held.push(holder.acquire_kind(kind, &name).await?);
+        }
+        for _ in 0..5 {
+            client.cycle(kind, &name).await?;
+        }
+        let mut samples = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = Instant::now();
+            client.cycle(kind, &name).await?;
+            samples.push(t.elapsed());
+        }
+        out.push((others, samples));
+    }
+    for h in held {
+        h.release().await?;
+    }
+    Ok(out)
+}
+
+/// The uncontended cycle with the fifth Redlock node paused (SIGSTOP), each cycle bounded by
+/// 10 s; the node is resumed whatever happens.
+async fn paused_latency(c: &Contender, iters: usize) -> Result<Vec<Duration>> {
+    let urls = std::env::var("LOCK_TEST_REDLOCK_URLS")?;
+    let url = urls.split(',').nth(4).context("LOCK_TEST_REDLOCK_URLS lists fewer than 5 URLs")?.trim().to_owned();
+    let pid = peers::redis_pid(&url).await?;
+    let client = (c.make)().await?;
+    let name = format!("{}/paused", c.run);
+    client.cycle(Kind::Mutex, &name).await?;
+    let stop = std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status()?;
+    anyhow::ensure!(stop.success(), "kill -STOP {pid} failed");
+    let result = async {
+        let mut samples = Vec::with_capacity(iters);
+        for _ in 0..iters.max(20) {
+            let t = Instant::now();
+            tokio::time::timeout(Duration::from_secs(10), client.cycle(Kind::Mutex, &name))
+                .await
+                .context("a cycle took over 10 s with one node paused")??;
+            samples.push(t.elapsed());
+        }
+        Ok(samples)
+    }
+    .await;
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    result
+}
+
+/// Two clients: A holds, B waits; the time from A's release to B's grant. While B waits, A
+/// keeps its connection and the server warm by cycling another lock, so the release is not
+/// measured after an idle gap (review P4a); the server round trip it is compared with is
+/// measured warm too.
 async fn handoff(c: &Contender, reps: usize) -> Result<Vec<Duration>> {
     let a = (c.make)().await?;
     let b: Arc<dyn subjects::Subject> = (c.make)().await?;
     let name = format!("{}/handoff", c.run);
+    let warm = format!("{}/handoff-warm", c.run);
     let mut samples = Vec::with_capacity(reps);
     for _ in 0..reps {
         let held = a.acquire(&name).await?;
@@ -185,7 +336,11 @@ async fn handoff(c: &Contender, reps: usize) -> Result<Vec<Duration>> {
                 Ok::<_, anyhow::Error>(granted)
             })
         };
-        tokio::time::sleep(Duration::from_millis(30)).await; // B is waiting by now
+        // B is waiting by now; A stays warm meanwhile.
+        let warm_until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < warm_until {
+            a.cycle(Kind::Mutex, &warm).await?;
+        }
         let released = Instant::now();
         held.release().await?;
         let granted = tokio::time::timeout(Duration::from_secs(10), waiter)

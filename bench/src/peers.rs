@@ -1,6 +1,6 @@
 //! The peers: the libraries and raw protocols our backends are measured against.
 
-use crate::subjects::{Fut, Held, Kind, SEMAPHORE_LIMIT, Subject, TTL};
+use crate::subjects::{Fut, Held, Kind, MANY_LIMIT, SEMAPHORE_LIMIT, Subject, TTL};
 use anyhow::{Context, Result, anyhow};
 use sqlx::Connection;
 use std::collections::HashMap;
@@ -49,6 +49,11 @@ impl Subject for TokioSync {
                         .await?,
                 )),
                 Kind::Read => Box::new(Dropped(entry(&self.rwlocks, name, Default::default).read_owned().await)),
+                Kind::SemaphoreMany => Box::new(Dropped(
+                    entry(&self.semaphores, name, || tokio::sync::Semaphore::new(MANY_LIMIT as usize))
+                        .acquire_owned()
+                        .await?,
+                )),
             })
         })
     }
@@ -311,6 +316,16 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// The median round trip of each network group's server, measured with the cheapest request.
+/// The process id of the Redis server at `url` (`INFO server`), to pause it.
+pub async fn redis_pid(url: &str) -> Result<u32> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no process_id in INFO server of {url}"))
+}
+
 pub async fn round_trips() -> Result<Vec<(&'static str, Duration)>> {
     const N: usize = 200;
     let mut out = Vec::new();

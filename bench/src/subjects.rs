@@ -17,12 +17,18 @@ pub const TTL: Duration = Duration::from_secs(30);
 /// The semaphore limit of the semaphore scenario.
 pub const SEMAPHORE_LIMIT: u32 = 4;
 
+/// The semaphore limit of the "other holders" scenario: room for 1000 holders and the client
+/// measured.
+pub const MANY_LIMIT: u32 = 1004;
+
 /// What a scenario asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Mutex,
     Semaphore,
     Read,
+    /// One permit of a semaphore with [`MANY_LIMIT`] permits.
+    SemaphoreMany,
 }
 
 impl Kind {
@@ -31,6 +37,7 @@ impl Kind {
             Kind::Mutex => "mutex",
             Kind::Semaphore => "semaphore (1 of 4 permits)",
             Kind::Read => "read lock",
+            Kind::SemaphoreMany => "semaphore (1 of 1004 permits)",
         }
     }
 }
@@ -88,6 +95,7 @@ struct Ours {
 struct Handles {
     mutex: lock::Mutex,
     semaphore: lock::Semaphore,
+    semaphore_many: lock::Semaphore,
     rw: lock::RwMutex,
 }
 
@@ -104,6 +112,7 @@ impl Ours {
         let h = Arc::new(Handles {
             mutex: self.locker.mutex(name).ttl(TTL),
             semaphore: self.locker.semaphore(name, SEMAPHORE_LIMIT).ttl(TTL),
+            semaphore_many: self.locker.semaphore(name, MANY_LIMIT).ttl(TTL),
             rw: self.locker.rw_mutex(name).ttl(TTL),
         });
         handles.insert(name.to_owned(), h.clone());
@@ -127,6 +136,7 @@ impl Subject for Ours {
                 Kind::Mutex => handles.mutex.lock().await?,
                 Kind::Semaphore => handles.semaphore.acquire(1).await?,
                 Kind::Read => handles.rw.read().await?,
+                Kind::SemaphoreMany => handles.semaphore_many.acquire(1).await?,
             };
             Ok(Box::new(OursHeld(guard)) as Box<dyn Held>)
         })
@@ -166,7 +176,7 @@ fn list(var: &str) -> Option<Vec<String>> {
 
 /// Every contender whose server is configured; a group without its variable is skipped, loudly.
 pub async fn all(run: &str) -> Result<Vec<Contender>> {
-    let every = vec![Kind::Semaphore, Kind::Read];
+    let every = vec![Kind::Semaphore, Kind::Read, Kind::SemaphoreMany];
     let mut out = Vec::new();
 
     let store = Memory::new();
@@ -205,7 +215,7 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
         Ok(url) => {
             let mut config = Config::default();
             config.provider = Provider::Postgres;
-            config.postgres.url = Some(url.clone());
+            config.postgres.url = url.clone();
             out.push(contender("postgres", "ours (advisory)", run, true, every.clone(), ours_from(config.clone())));
             let mut lease = config;
             lease.postgres.mode = lock::config::PostgresMode::Lease;
