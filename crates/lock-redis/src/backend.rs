@@ -245,9 +245,12 @@ impl Redis {
         attempt: u64,
     ) -> Result<Result<NodeAcquired, NodeError>> {
         let layout = &self.inner.layout;
-        let mut invocation = ACQUIRE.key(layout.set(&request.key));
+        let key = &request.key;
+        let mut invocation = ACQUIRE.key(layout.set(key));
         invocation
-            .key(layout.counter(&request.key))
+            .key(layout.expiries(key))
+            .key(layout.claims(key))
+            .key(layout.counter(key))
             .arg(request.lease_id.to_ulid_string())
             .arg(&*request.owner)
             .arg(match request.mode {
@@ -259,24 +262,16 @@ impl Redis {
             .arg(micros(request.ttl))
             .arg(request.claim.map_or(0, micros))
             .arg(metadata)
-            .arg(layout.channel(&request.key))
+            .arg(layout.channel(key))
             .arg(COUNTER_MARGIN_MS)
             .arg(attempt);
-        let reply: Vec<String> = match node.run(&invocation).await {
+        let reply: redis::Value = match node.run(&invocation).await {
             Ok(reply) => reply,
             Err(e) => return Ok(Err(e)),
         };
-        let parsed = match (reply.first().map(String::as_str), reply.get(1)) {
-            (Some("granted"), Some(token)) => token.parse().ok().map(NodeAcquired::Granted),
-            (Some("busy"), Some(after)) if after.is_empty() => Some(NodeAcquired::Busy(None)),
-            (Some("busy"), Some(after)) => after
-                .parse::<u64>()
-                .ok()
-                .map(|us| NodeAcquired::Busy(Some(Duration::from_micros(us)))),
-            (Some("mismatch"), Some(limit)) => limit.parse().ok().map(NodeAcquired::Mismatch),
-            _ => None,
-        };
-        parsed.map(Ok).ok_or_else(|| bad_reply(&reply))
+        parse_acquired(&reply)
+            .map(Ok)
+            .ok_or_else(|| bad_reply(&reply))
     }
 
     /// Releases `lease` on one instance (with `attempt`, only if that Redlock attempt granted
@@ -287,15 +282,19 @@ impl Redis {
         i: usize,
         key: &LockKey,
         lease: LeaseId,
-        attempt: Option<u64>,
+        attempt: Option<Attempt>,
     ) -> Result<u32, NodeError> {
         let layout = &self.inner.layout;
         let mut invocation = RELEASE.key(layout.set(key));
         invocation
+            .key(layout.expiries(key))
+            .key(layout.claims(key))
             .arg(lease.to_ulid_string())
             .arg(layout.channel(key));
         if let Some(attempt) = attempt {
-            invocation.arg(attempt);
+            invocation
+                .arg(attempt.number)
+                .arg(attempt.claim.map_or(0, micros));
         }
         self.inner.nodes[i]
             .run::<i64>(&invocation)
@@ -321,7 +320,7 @@ impl Redis {
         may_hold: fn(&T) -> bool,
         key: &LockKey,
         lease: LeaseId,
-        attempt: Option<u64>,
+        attempt: Option<Attempt>,
     ) -> Option<JoinHandle<()>> {
         let release_on = |nodes: Vec<usize>| {
             let this = self.clone();
@@ -455,6 +454,7 @@ impl Redis {
                     let layout = &this.inner.layout;
                     let mut invocation = RAISE.key(layout.set(&key));
                     invocation
+                        .key(layout.expiries(&key))
                         .key(layout.counter(&key))
                         .arg(lease.to_ulid_string())
                         .arg(token)
@@ -495,7 +495,10 @@ impl Redis {
                 may_hold,
                 &request.key,
                 request.lease_id,
-                Some(attempt),
+                Some(Attempt {
+                    number: attempt,
+                    claim: None,
+                }),
             );
             Self::wait_briefly(rolling).await;
             if refused == 0 && !raise_failed.is_empty() {
@@ -518,7 +521,10 @@ impl Redis {
             may_hold,
             &request.key,
             request.lease_id,
-            Some(attempt),
+            Some(Attempt {
+                number: attempt,
+                claim: None,
+            }),
         );
         Self::wait_briefly(rolling).await;
         if let Some(stored) = mismatch {
@@ -539,6 +545,15 @@ impl Redis {
         };
         Ok(Acquired::Busy { retry_after })
     }
+}
+
+/// One Redlock acquisition attempt, for its roll-back.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// Its number (see [`ATTEMPT`]).
+    number: u64,
+    /// The request's claim TTL, when it waits.
+    claim: Option<Duration>,
 }
 
 /// The number of the next Redlock acquisition attempt. Numbers increase across the attempts of
@@ -633,6 +648,8 @@ impl Backend for Redis {
                 let layout = &this.inner.layout;
                 let mut invocation = EXTEND.key(layout.set(&key));
                 invocation
+                    .key(layout.expiries(&key))
+                    .key(layout.claims(&key))
                     .arg(lease.to_ulid_string())
                     .arg(micros(ttl))
                     .arg(layout.channel(&key));
@@ -693,10 +710,12 @@ impl Backend for Redis {
         let nodes = self.nodes();
         let layout = &self.inner.layout;
         let answers = join_all(nodes.iter().map(|node| async move {
-            let mut invocation = INSPECT.key(layout.set_of(name, KINDS[0]));
-            invocation
-                .key(layout.set_of(name, KINDS[1]))
-                .key(layout.set_of(name, KINDS[2]));
+            let mut invocation = INSPECT.prepare_invoke();
+            for kind in KINDS {
+                invocation
+                    .key(layout.set_of(name, kind))
+                    .key(layout.expiries_of(name, kind));
+            }
             node.run::<Vec<String>>(&invocation).await
         }))
         .await;
@@ -762,10 +781,13 @@ impl Backend for Redis {
         let nodes = self.nodes();
         let layout = &self.inner.layout;
         let answers = join_all(nodes.iter().map(|node| async move {
-            let mut invocation = FORCE_RELEASE.key(layout.set_of(name, KINDS[0]));
-            invocation
-                .key(layout.set_of(name, KINDS[1]))
-                .key(layout.set_of(name, KINDS[2]));
+            let mut invocation = FORCE_RELEASE.prepare_invoke();
+            for kind in KINDS {
+                invocation
+                    .key(layout.set_of(name, kind))
+                    .key(layout.expiries_of(name, kind))
+                    .key(layout.claims_of(name, kind));
+            }
             for kind in KINDS {
                 invocation.arg(layout.channel_of(name, kind));
             }
@@ -804,6 +826,33 @@ impl Backend for Redis {
             .background
             .settled(Instant::now() + self.inner.config.timeout * 2)
             .await;
+    }
+}
+
+/// An acquire script's reply: `['granted', token]`, `['busy', µs or -1]` or
+/// `['mismatch', limit]`.
+fn parse_acquired(reply: &redis::Value) -> Option<NodeAcquired> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let [tag, value] = items.as_slice() else {
+        return None;
+    };
+    let tag = match tag {
+        redis::Value::BulkString(bytes) => bytes.as_slice(),
+        redis::Value::SimpleString(s) => s.as_bytes(),
+        _ => return None,
+    };
+    let redis::Value::Int(value) = *value else {
+        return None;
+    };
+    match tag {
+        b"granted" => u64::try_from(value).ok().map(NodeAcquired::Granted),
+        b"busy" => Some(NodeAcquired::Busy(
+            u64::try_from(value).ok().map(Duration::from_micros),
+        )),
+        b"mismatch" => u32::try_from(value).ok().map(NodeAcquired::Mismatch),
+        _ => None,
     }
 }
 
