@@ -308,6 +308,10 @@ impl Redis {
     /// follows their call on the connection), and again on each instance of `stragglers` once
     /// its call answers, if `may_hold` says that answer may have left the lease there. Failures are
     /// ignored: the TTL is the backstop. Each part is bounded by two round trips' timeouts.
+    /// When the attempt's request waits (it has a claim TTL), each rolled-back lease turns back
+    /// into its waiting claim, which keeps its place: claims are ordered by lease id on every
+    /// instance, so the waiters agree on one order and a split grant does not cost its winner
+    /// its turn (review finding 5).
     ///
     /// Returns the task releasing on `holding`: those instances just answered, so a caller
     /// about to report a failure waits a moment for it (see [`ROLL_BACK_WAIT`]).
@@ -497,7 +501,7 @@ impl Redis {
                 request.lease_id,
                 Some(Attempt {
                     number: attempt,
-                    claim: None,
+                    claim: request.claim,
                 }),
             );
             Self::wait_briefly(rolling).await;
@@ -523,7 +527,7 @@ impl Redis {
             request.lease_id,
             Some(Attempt {
                 number: attempt,
-                claim: None,
+                claim: request.claim,
             }),
         );
         Self::wait_briefly(rolling).await;
