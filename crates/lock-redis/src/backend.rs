@@ -724,8 +724,10 @@ impl Backend for Redis {
         }))
         .await;
         let now = SystemTime::now();
-        // Per lease: the info (earliest expiry), on how many instances, and its token on each.
-        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>)> = HashMap::new();
+        // Per lease: the info (earliest expiry), on how many instances, its token on each, and
+        // the quorum a grant of its kind and limit needs.
+        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>, usize)> =
+            HashMap::new();
         let mut failed = Vec::new();
         for answer in answers {
             let items = match answer {
@@ -735,15 +737,20 @@ impl Backend for Redis {
                     continue;
                 }
             };
-            if items.len() % 8 != 0 {
+            if items.len() % 9 != 0 {
                 return Err(bad_reply(&items));
             }
-            for lease in items.chunks_exact(8) {
+            for lease in items.chunks_exact(9) {
                 let info = parse_lease(&keys, lease, now).ok_or_else(|| bad_reply(lease))?;
                 let token = info.token;
-                let (known, count, tokens) =
-                    seen.entry(lease[1].clone())
-                        .or_insert((info.clone(), 0, Vec::new()));
+                let limit: u32 = lease[8].parse().map_err(|_| bad_reply(lease))?;
+                let needed = quorum_for(nodes.len(), self.inner.quorum, info.kind, limit);
+                let (known, count, tokens, _) = seen.entry(lease[1].clone()).or_insert((
+                    info.clone(),
+                    0,
+                    Vec::new(),
+                    needed,
+                ));
                 *count += 1;
                 tokens.push(token);
                 known.expires_at = known.expires_at.min(info.expires_at);
@@ -754,17 +761,18 @@ impl Backend for Redis {
         if n - failed.len() < quorum {
             return Err(unavailable(failed, n, quorum));
         }
-        // A lease counts when it is (or, with the instances that did not answer, may be) on a
-        // quorum: a partial grant being rolled back does not, a holder behind a failed
-        // instance does.
+        // A lease counts when it is (or, with the instances that did not answer, may be) on as
+        // many instances as a grant of its kind and limit needs (more than a majority for a
+        // semaphore with a limit above 1, review finding 10): a partial grant being rolled back
+        // does not, a holder behind a failed instance does.
         let unknown = failed.len();
         // Its token: the one a quorum of instances holds (the raised one; instances that granted
         // late keep their own), else the highest seen.
         let majority = quorum.max(n / 2 + 1);
         let mut holders: Vec<LockInfo> = seen
             .into_values()
-            .filter(|(_, count, _)| count + unknown >= quorum)
-            .map(|(mut info, _, tokens)| {
+            .filter(|(_, count, _, needed)| count + unknown >= *needed)
+            .map(|(mut info, _, tokens, _)| {
                 info.token = tokens
                     .iter()
                     .copied()
@@ -861,7 +869,7 @@ fn parse_acquired(reply: &redis::Value) -> Option<NodeAcquired> {
 }
 
 /// One lease of an inspect reply: kind index, id, owner, mode, permits, token, µs left,
-/// metadata.
+/// metadata (and the set's limit, read by the caller).
 fn parse_lease(keys: &[LockKey], item: &[String], now: SystemTime) -> Option<LockInfo> {
     let kind: usize = item[0].parse().ok()?;
     let key = keys.get(kind.checked_sub(1)?)?;

@@ -3,11 +3,12 @@
 -- KEYS: the H and E keys (see common.lua) of the mutex, the read-write lock and the semaphore:
 -- 1 H, 2 E of the mutex, 3 H, 4 E of the read-write lock, 5 H, 6 E of the semaphore.
 -- Returns a flat array, 8 items per lease: kind index (1..3), lease id, owner, mode, permits,
--- token, microseconds left, metadata.
+-- token, microseconds left, metadata, the set's limit.
 local now = now_us()
 local out = {}
 for i = 1, 3 do
   local H, E = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit = redis.call('HGET', H, 'l') or '1'
   local valid = redis.call('ZRANGEBYSCORE', E, '(' .. fmt(now), '+inf', 'WITHSCORES')
   for j = 1, #valid, 2 do
     local field = valid[j]
@@ -24,6 +25,7 @@ for i = 1, 3 do
         table.insert(out, fmt(t))
         table.insert(out, fmt(tonumber(valid[j + 1]) - now))
         table.insert(out, d or '')
+        table.insert(out, limit)
       end
     end
   end
