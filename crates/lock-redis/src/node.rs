@@ -235,6 +235,14 @@ impl Node {
 mod tests {
     use super::*;
 
+    /// Review finding 12: a percent-encoded password is scrubbed in its decoded form too.
+    #[test]
+    fn percent_encoded_passwords_are_scrubbed() {
+        let found = passwords("redis://app:p%40ss%2Cw@127.0.0.1:1/0");
+        let text = scrub("auth failed for p@ss,w and p%40ss%2Cw".to_owned(), &found);
+        assert_eq!(text, "auth failed for *** and ***");
+    }
+
     /// Review finding 6: neither the node's name nor any level of its errors shows a password,
     /// whether it sits in the user information (holding a raw `,` or `'`) or in `?pass=` (how
     /// redis-rs takes the password of a Unix-socket URL).
@@ -247,6 +255,7 @@ mod tests {
             ),
             ("redis://app:pa,ss@127.0.0.1:1/0", "pa,ss"),
             ("redis://app:it's@127.0.0.1:1/0", "it's"),
+            ("redis://app:p%40ss%2Cw@127.0.0.1:1/0", "p%40ss%2Cw"),
         ] {
             let node = Node::new(url, Duration::from_millis(500), None).unwrap();
             assert!(!node.url.contains(secret), "{}", node.url);
