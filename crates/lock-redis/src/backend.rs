@@ -104,17 +104,27 @@ impl Redis {
             .map(|url| Node::new(url, config.timeout, config.tls_root_cert.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         let quorum = config.effective_quorum();
-        let pings = join_all(nodes.iter().map(Node::ping)).await;
-        let failed: Vec<NodeError> = pings.into_iter().filter_map(|r| r.err()).collect();
+        let mut pings = join_all(nodes.iter().map(Node::ping)).await;
+        let answered: Vec<bool> = pings.iter().map(Result::is_ok).collect();
+        let failed: Vec<NodeError> = pings.drain(..).filter_map(|r| r.err()).collect();
         if nodes.len() - failed.len() < quorum {
             return Err(unavailable(failed, nodes.len(), quorum));
         }
         let layout = Layout::new(&config.prefix);
         let notifier = Notifier::new();
-        let listeners = nodes
+        let (listeners, ready): (Vec<_>, Vec<_>) = nodes
             .iter()
             .map(|node| node.listen(layout.clone(), notifier.clone()))
-            .collect();
+            .unzip();
+        // Wait (up to the timeout) until the instances that answered have acknowledged the
+        // subscription, so a release right after `connect` is heard (review finding 11).
+
+        let subscriptions = ready.into_iter().zip(answered).filter(|(_, ok)| *ok).map(
+            |(mut ready, _)| async move {
+                let _ = ready.wait_for(|subscribed| *subscribed).await;
+            },
+        );
+        let _ = tokio::time::timeout(config.timeout, join_all(subscriptions)).await;
         Ok(Redis {
             inner: Arc::new(Inner {
                 nodes,
@@ -726,8 +736,7 @@ impl Backend for Redis {
         let now = SystemTime::now();
         // Per lease: the info (earliest expiry), on how many instances, its token on each, and
         // the quorum a grant of its kind and limit needs.
-        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>, usize)> =
-            HashMap::new();
+        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>, usize)> = HashMap::new();
         let mut failed = Vec::new();
         for answer in answers {
             let items = match answer {
@@ -745,12 +754,9 @@ impl Backend for Redis {
                 let token = info.token;
                 let limit: u32 = lease[8].parse().map_err(|_| bad_reply(lease))?;
                 let needed = quorum_for(nodes.len(), self.inner.quorum, info.kind, limit);
-                let (known, count, tokens, _) = seen.entry(lease[1].clone()).or_insert((
-                    info.clone(),
-                    0,
-                    Vec::new(),
-                    needed,
-                ));
+                let (known, count, tokens, _) =
+                    seen.entry(lease[1].clone())
+                        .or_insert((info.clone(), 0, Vec::new(), needed));
                 *count += 1;
                 tokens.push(token);
                 known.expires_at = known.expires_at.min(info.expires_at);

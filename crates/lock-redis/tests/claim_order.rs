@@ -52,7 +52,10 @@ async fn roll_back_keeps_the_waiters_place() {
     })
     .await;
     let on0 = claims_on(&servers, 0, &prefix, name).await;
-    assert!(ok, "A's claim is not kept on node 0 after the roll-back: {on0:?}");
+    assert!(
+        ok,
+        "A's claim is not kept on node 0 after the roll-back: {on0:?}"
+    );
     for i in [1, 2] {
         let on = claims_on(&servers, i, &prefix, name).await;
         assert_eq!(on, vec![a.to_ulid_string()], "node {i}");
