@@ -104,17 +104,27 @@ impl Redis {
             .map(|url| Node::new(url, config.timeout, config.tls_root_cert.as_deref()))
             .collect::<Result<Vec<_>>>()?;
         let quorum = config.effective_quorum();
-        let pings = join_all(nodes.iter().map(Node::ping)).await;
-        let failed: Vec<NodeError> = pings.into_iter().filter_map(|r| r.err()).collect();
+        let mut pings = join_all(nodes.iter().map(Node::ping)).await;
+        let answered: Vec<bool> = pings.iter().map(Result::is_ok).collect();
+        let failed: Vec<NodeError> = pings.drain(..).filter_map(|r| r.err()).collect();
         if nodes.len() - failed.len() < quorum {
             return Err(unavailable(failed, nodes.len(), quorum));
         }
         let layout = Layout::new(&config.prefix);
         let notifier = Notifier::new();
-        let listeners = nodes
+        let (listeners, ready): (Vec<_>, Vec<_>) = nodes
             .iter()
             .map(|node| node.listen(layout.clone(), notifier.clone()))
-            .collect();
+            .unzip();
+        // Wait (up to the timeout) until the instances that answered have acknowledged the
+        // subscription, so a release right after `connect` is heard (review finding 11).
+
+        let subscriptions = ready.into_iter().zip(answered).filter(|(_, ok)| *ok).map(
+            |(mut ready, _)| async move {
+                let _ = ready.wait_for(|subscribed| *subscribed).await;
+            },
+        );
+        let _ = tokio::time::timeout(config.timeout, join_all(subscriptions)).await;
         Ok(Redis {
             inner: Arc::new(Inner {
                 nodes,
@@ -245,9 +255,12 @@ impl Redis {
         attempt: u64,
     ) -> Result<Result<NodeAcquired, NodeError>> {
         let layout = &self.inner.layout;
-        let mut invocation = ACQUIRE.key(layout.set(&request.key));
+        let key = &request.key;
+        let mut invocation = ACQUIRE.key(layout.set(key));
         invocation
-            .key(layout.counter(&request.key))
+            .key(layout.expiries(key))
+            .key(layout.claims(key))
+            .key(layout.counter(key))
             .arg(request.lease_id.to_ulid_string())
             .arg(&*request.owner)
             .arg(match request.mode {
@@ -259,24 +272,16 @@ impl Redis {
             .arg(micros(request.ttl))
             .arg(request.claim.map_or(0, micros))
             .arg(metadata)
-            .arg(layout.channel(&request.key))
+            .arg(layout.channel(key))
             .arg(COUNTER_MARGIN_MS)
             .arg(attempt);
-        let reply: Vec<String> = match node.run(&invocation).await {
+        let reply: redis::Value = match node.run(&invocation).await {
             Ok(reply) => reply,
             Err(e) => return Ok(Err(e)),
         };
-        let parsed = match (reply.first().map(String::as_str), reply.get(1)) {
-            (Some("granted"), Some(token)) => token.parse().ok().map(NodeAcquired::Granted),
-            (Some("busy"), Some(after)) if after.is_empty() => Some(NodeAcquired::Busy(None)),
-            (Some("busy"), Some(after)) => after
-                .parse::<u64>()
-                .ok()
-                .map(|us| NodeAcquired::Busy(Some(Duration::from_micros(us)))),
-            (Some("mismatch"), Some(limit)) => limit.parse().ok().map(NodeAcquired::Mismatch),
-            _ => None,
-        };
-        parsed.map(Ok).ok_or_else(|| bad_reply(&reply))
+        parse_acquired(&reply)
+            .map(Ok)
+            .ok_or_else(|| bad_reply(&reply))
     }
 
     /// Releases `lease` on one instance (with `attempt`, only if that Redlock attempt granted
@@ -287,15 +292,19 @@ impl Redis {
         i: usize,
         key: &LockKey,
         lease: LeaseId,
-        attempt: Option<u64>,
+        attempt: Option<Attempt>,
     ) -> Result<u32, NodeError> {
         let layout = &self.inner.layout;
         let mut invocation = RELEASE.key(layout.set(key));
         invocation
+            .key(layout.expiries(key))
+            .key(layout.claims(key))
             .arg(lease.to_ulid_string())
             .arg(layout.channel(key));
         if let Some(attempt) = attempt {
-            invocation.arg(attempt);
+            invocation
+                .arg(attempt.number)
+                .arg(attempt.claim.map_or(0, micros));
         }
         self.inner.nodes[i]
             .run::<i64>(&invocation)
@@ -309,6 +318,10 @@ impl Redis {
     /// follows their call on the connection), and again on each instance of `stragglers` once
     /// its call answers, if `may_hold` says that answer may have left the lease there. Failures are
     /// ignored: the TTL is the backstop. Each part is bounded by two round trips' timeouts.
+    /// When the attempt's request waits (it has a claim TTL), each rolled-back lease turns back
+    /// into its waiting claim, which keeps its place: claims are ordered by lease id on every
+    /// instance, so the waiters agree on one order and a split grant does not cost its winner
+    /// its turn (review finding 5).
     ///
     /// Returns the task releasing on `holding`: those instances just answered, so a caller
     /// about to report a failure waits a moment for it (see [`ROLL_BACK_WAIT`]).
@@ -321,7 +334,7 @@ impl Redis {
         may_hold: fn(&T) -> bool,
         key: &LockKey,
         lease: LeaseId,
-        attempt: Option<u64>,
+        attempt: Option<Attempt>,
     ) -> Option<JoinHandle<()>> {
         let release_on = |nodes: Vec<usize>| {
             let this = self.clone();
@@ -455,6 +468,7 @@ impl Redis {
                     let layout = &this.inner.layout;
                     let mut invocation = RAISE.key(layout.set(&key));
                     invocation
+                        .key(layout.expiries(&key))
                         .key(layout.counter(&key))
                         .arg(lease.to_ulid_string())
                         .arg(token)
@@ -495,7 +509,10 @@ impl Redis {
                 may_hold,
                 &request.key,
                 request.lease_id,
-                Some(attempt),
+                Some(Attempt {
+                    number: attempt,
+                    claim: request.claim,
+                }),
             );
             Self::wait_briefly(rolling).await;
             if refused == 0 && !raise_failed.is_empty() {
@@ -518,7 +535,10 @@ impl Redis {
             may_hold,
             &request.key,
             request.lease_id,
-            Some(attempt),
+            Some(Attempt {
+                number: attempt,
+                claim: request.claim,
+            }),
         );
         Self::wait_briefly(rolling).await;
         if let Some(stored) = mismatch {
@@ -539,6 +559,15 @@ impl Redis {
         };
         Ok(Acquired::Busy { retry_after })
     }
+}
+
+/// One Redlock acquisition attempt, for its roll-back.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// Its number (see [`ATTEMPT`]).
+    number: u64,
+    /// The request's claim TTL, when it waits.
+    claim: Option<Duration>,
 }
 
 /// The number of the next Redlock acquisition attempt. Numbers increase across the attempts of
@@ -633,6 +662,8 @@ impl Backend for Redis {
                 let layout = &this.inner.layout;
                 let mut invocation = EXTEND.key(layout.set(&key));
                 invocation
+                    .key(layout.expiries(&key))
+                    .key(layout.claims(&key))
                     .arg(lease.to_ulid_string())
                     .arg(micros(ttl))
                     .arg(layout.channel(&key));
@@ -693,16 +724,19 @@ impl Backend for Redis {
         let nodes = self.nodes();
         let layout = &self.inner.layout;
         let answers = join_all(nodes.iter().map(|node| async move {
-            let mut invocation = INSPECT.key(layout.set_of(name, KINDS[0]));
-            invocation
-                .key(layout.set_of(name, KINDS[1]))
-                .key(layout.set_of(name, KINDS[2]));
+            let mut invocation = INSPECT.prepare_invoke();
+            for kind in KINDS {
+                invocation
+                    .key(layout.set_of(name, kind))
+                    .key(layout.expiries_of(name, kind));
+            }
             node.run::<Vec<String>>(&invocation).await
         }))
         .await;
         let now = SystemTime::now();
-        // Per lease: the info (earliest expiry), on how many instances, and its token on each.
-        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>)> = HashMap::new();
+        // Per lease: the info (earliest expiry), on how many instances, its token on each, and
+        // the quorum a grant of its kind and limit needs.
+        let mut seen: HashMap<String, (LockInfo, usize, Vec<FencingToken>, usize)> = HashMap::new();
         let mut failed = Vec::new();
         for answer in answers {
             let items = match answer {
@@ -712,15 +746,17 @@ impl Backend for Redis {
                     continue;
                 }
             };
-            if items.len() % 8 != 0 {
+            if items.len() % 9 != 0 {
                 return Err(bad_reply(&items));
             }
-            for lease in items.chunks_exact(8) {
+            for lease in items.chunks_exact(9) {
                 let info = parse_lease(&keys, lease, now).ok_or_else(|| bad_reply(lease))?;
                 let token = info.token;
-                let (known, count, tokens) =
+                let limit: u32 = lease[8].parse().map_err(|_| bad_reply(lease))?;
+                let needed = quorum_for(nodes.len(), self.inner.quorum, info.kind, limit);
+                let (known, count, tokens, _) =
                     seen.entry(lease[1].clone())
-                        .or_insert((info.clone(), 0, Vec::new()));
+                        .or_insert((info.clone(), 0, Vec::new(), needed));
                 *count += 1;
                 tokens.push(token);
                 known.expires_at = known.expires_at.min(info.expires_at);
@@ -731,17 +767,18 @@ impl Backend for Redis {
         if n - failed.len() < quorum {
             return Err(unavailable(failed, n, quorum));
         }
-        // A lease counts when it is (or, with the instances that did not answer, may be) on a
-        // quorum: a partial grant being rolled back does not, a holder behind a failed
-        // instance does.
+        // A lease counts when it is (or, with the instances that did not answer, may be) on as
+        // many instances as a grant of its kind and limit needs (more than a majority for a
+        // semaphore with a limit above 1, review finding 10): a partial grant being rolled back
+        // does not, a holder behind a failed instance does.
         let unknown = failed.len();
         // Its token: the one a quorum of instances holds (the raised one; instances that granted
         // late keep their own), else the highest seen.
         let majority = quorum.max(n / 2 + 1);
         let mut holders: Vec<LockInfo> = seen
             .into_values()
-            .filter(|(_, count, _)| count + unknown >= quorum)
-            .map(|(mut info, _, tokens)| {
+            .filter(|(_, count, _, needed)| count + unknown >= *needed)
+            .map(|(mut info, _, tokens, _)| {
                 info.token = tokens
                     .iter()
                     .copied()
@@ -762,10 +799,13 @@ impl Backend for Redis {
         let nodes = self.nodes();
         let layout = &self.inner.layout;
         let answers = join_all(nodes.iter().map(|node| async move {
-            let mut invocation = FORCE_RELEASE.key(layout.set_of(name, KINDS[0]));
-            invocation
-                .key(layout.set_of(name, KINDS[1]))
-                .key(layout.set_of(name, KINDS[2]));
+            let mut invocation = FORCE_RELEASE.prepare_invoke();
+            for kind in KINDS {
+                invocation
+                    .key(layout.set_of(name, kind))
+                    .key(layout.expiries_of(name, kind))
+                    .key(layout.claims_of(name, kind));
+            }
             for kind in KINDS {
                 invocation.arg(layout.channel_of(name, kind));
             }
@@ -807,8 +847,35 @@ impl Backend for Redis {
     }
 }
 
+/// An acquire script's reply: `['granted', token]`, `['busy', µs or -1]` or
+/// `['mismatch', limit]`.
+fn parse_acquired(reply: &redis::Value) -> Option<NodeAcquired> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let [tag, value] = items.as_slice() else {
+        return None;
+    };
+    let tag = match tag {
+        redis::Value::BulkString(bytes) => bytes.as_slice(),
+        redis::Value::SimpleString(s) => s.as_bytes(),
+        _ => return None,
+    };
+    let redis::Value::Int(value) = *value else {
+        return None;
+    };
+    match tag {
+        b"granted" => u64::try_from(value).ok().map(NodeAcquired::Granted),
+        b"busy" => Some(NodeAcquired::Busy(
+            u64::try_from(value).ok().map(Duration::from_micros),
+        )),
+        b"mismatch" => u32::try_from(value).ok().map(NodeAcquired::Mismatch),
+        _ => None,
+    }
+}
+
 /// One lease of an inspect reply: kind index, id, owner, mode, permits, token, µs left,
-/// metadata.
+/// metadata (and the set's limit, read by the caller).
 fn parse_lease(keys: &[LockKey], item: &[String], now: SystemTime) -> Option<LockInfo> {
     let kind: usize = item[0].parse().ok()?;
     let key = keys.get(kind.checked_sub(1)?)?;

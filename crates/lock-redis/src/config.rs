@@ -174,6 +174,26 @@ impl RedisConfig {
                 );
             }
         }
+        // One instance listed twice would let a "quorum" be met by fewer instances (review
+        // finding 12): URLs are compared by host (case-insensitive), port and database.
+        let mut seen: Vec<(String, i64)> = Vec::new();
+        for url in &self.urls {
+            let Some(instance) = instance_of(url.trim()) else {
+                continue;
+            };
+            if seen.contains(&instance) {
+                return fail(
+                    URLS,
+                    format!(
+                        "{:?} names the same instance ({} db {}) twice",
+                        redact(url.trim()),
+                        instance.0,
+                        instance.1
+                    ),
+                );
+            }
+            seen.push(instance);
+        }
         if self.prefix.contains(['{', '}']) {
             return fail(
                 PREFIX,
@@ -206,6 +226,21 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+/// The instance a URL names: `host:port` (host lower-cased) or the socket path, and the
+/// database; `None` when it does not parse (connecting reports that).
+fn instance_of(url: &str) -> Option<(String, i64)> {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    let info = url.into_connection_info().ok()?;
+    let addr = match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{}:{port}", host.to_ascii_lowercase())
+        }
+        ConnectionAddr::Unix(path) => path.display().to_string(),
+        other => format!("{other:?}"),
+    };
+    Some((addr, info.redis_settings().db()))
 }
 
 const URLS: Setting = Setting::new("LOCK_REDIS_URLS", "redis_urls");
@@ -280,5 +315,24 @@ mod tests {
             Err(Error::Config { .. })
         ));
         RedisConfig::default().validate().unwrap();
+    }
+
+    /// Review finding 12: one instance listed twice (after normalising host, port and
+    /// database) is a configuration error; other databases or ports are other instances.
+    #[test]
+    fn duplicate_urls_are_rejected() {
+        for urls in [
+            ["redis://h:6379", "redis://h:6379/0", "redis://c:1"],
+            ["redis://H:6379", "redis://u:s3cret@h", "redis://c:1"],
+            ["redis://h:1/2", " redis://h:1/2", "redis://c:1"],
+        ] {
+            let err = RedisConfig::new(urls).validate().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("twice"), "{urls:?}: {text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        RedisConfig::new(["redis://h:6379/0", "redis://h:6379/1", "redis://h:6380"])
+            .validate()
+            .unwrap();
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `p{HEX}:kind` | hash | the lease set: `limit`, `seq`, `L<lease id>` leases, `C<lease id>` claims |
+//! | `p{HEX}:kind` | hash | the lease set: limit `l`, held weight `h`, the keys' expiry `x`, leases `L<lease id>`, their metadata `D<lease id>`, claims `C<lease id>` |
+//! | `p{HEX}:kind:exp` | sorted set | the leases' and claims' fields by expiry (µs) |
+//! | `p{HEX}:kind:claims` | sorted set | the waiting claims' lease ids, in lexicographic (= ULID time) order |
 //! | `p{HEX}:kind:token` | string | the fencing-token counter |
 //! | `p{HEX}:kind:changed` | pub/sub channel | change signals |
 //!
@@ -50,6 +52,26 @@ impl Layout {
     /// The lease set of `name` of `kind`.
     pub(crate) fn set_of(&self, name: &str, kind: LockKind) -> String {
         self.base(name, kind)
+    }
+
+    /// The sorted set of entry expiries.
+    pub(crate) fn expiries(&self, key: &LockKey) -> String {
+        self.expiries_of(key.name(), key.kind())
+    }
+
+    /// The sorted set of entry expiries of `name` of `kind`.
+    pub(crate) fn expiries_of(&self, name: &str, kind: LockKind) -> String {
+        self.base(name, kind) + ":exp"
+    }
+
+    /// The sorted set of waiting claims.
+    pub(crate) fn claims(&self, key: &LockKey) -> String {
+        self.claims_of(key.name(), key.kind())
+    }
+
+    /// The sorted set of waiting claims of `name` of `kind`.
+    pub(crate) fn claims_of(&self, name: &str, kind: LockKind) -> String {
+        self.base(name, kind) + ":claims"
     }
 
     /// The token counter.

@@ -199,13 +199,25 @@ impl Node {
 
     /// Starts the listener: one pub/sub connection that pattern-subscribes to every change
     /// channel under the prefix and signals `notifier`; it reconnects after a failure and then
-    /// signals every waiter (messages may have been lost meanwhile).
-    pub(crate) fn listen(&self, layout: Layout, notifier: Notifier) -> JoinHandle<()> {
+    /// signals every waiter (messages may have been lost meanwhile). The connection is
+    /// health-checked with a PING every `timeout` (bounded by `timeout`): one that stays open
+    /// but stopped answering (half-open, a proxy that forgot it) is replaced within about twice
+    /// the timeout. Failures emit a `tracing` warning. The returned receiver turns true once the
+    /// first subscription is acknowledged.
+    pub(crate) fn listen(
+        &self,
+        layout: Layout,
+        notifier: Notifier,
+    ) -> (JoinHandle<()>, tokio::sync::watch::Receiver<bool>) {
         let client = self.client.clone();
         let timeout = self.timeout;
-        tokio::spawn(async move {
+        let url = self.url.clone();
+        let passwords = self.passwords.clone();
+        let (subscribed, ready) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
             let pattern = layout.pattern();
             let mut pause = Duration::from_millis(100);
+            let check_every = timeout.max(Duration::from_millis(100));
             loop {
                 let connected = tokio::time::timeout(timeout, async {
                     let mut pubsub = client.get_async_pubsub().await?;
@@ -213,27 +225,71 @@ impl Node {
                     Ok::<_, redis::RedisError>(pubsub)
                 })
                 .await;
-                if let Ok(Ok(pubsub)) = connected {
-                    pause = Duration::from_millis(100);
-                    // Changes made while we were not listening went unheard.
-                    notifier.notify_all();
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(message) = messages.next().await {
-                        if let Some(key) = layout.parse_channel(message.get_channel_name()) {
-                            notifier.notify(&key);
-                        }
+                match connected {
+                    Ok(Ok(pubsub)) => {
+                        pause = Duration::from_millis(100);
+                        subscribed.send_replace(true);
+                        // Changes made while we were not listening went unheard.
+                        notifier.notify_all();
+                        let (mut sink, mut messages) = pubsub.split();
+                        let mut check = tokio::time::interval(check_every);
+                        check.tick().await;
+                        let why = loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(message) => {
+                                        if let Some(key) =
+                                            layout.parse_channel(message.get_channel_name())
+                                        {
+                                            notifier.notify(&key);
+                                        }
+                                    }
+                                    None => break "the connection closed".to_owned(),
+                                },
+                                _ = check.tick() => {
+                                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                                        Ok(Ok(_)) => {}
+                                        Ok(Err(e)) => break scrub(e.to_string(), &passwords),
+                                        Err(_) => break format!("no answer to PING within {timeout:?}"),
+                                    }
+                                }
+                            }
+                        };
+                        tracing::warn!(
+                            node = %url,
+                            reason = %why,
+                            "lock-redis: the pub/sub connection failed; reconnecting"
+                        );
                     }
+                    Ok(Err(e)) => tracing::warn!(
+                        node = %url,
+                        error = %scrub(e.to_string(), &passwords),
+                        "lock-redis: cannot subscribe to change notifications; retrying"
+                    ),
+                    Err(_) => tracing::warn!(
+                        node = %url,
+                        "lock-redis: subscribing to change notifications timed out; retrying"
+                    ),
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
-        })
+        });
+        (task, ready)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review finding 12: a percent-encoded password is scrubbed in its decoded form too.
+    #[test]
+    fn percent_encoded_passwords_are_scrubbed() {
+        let found = passwords("redis://app:p%40ss%2Cw@127.0.0.1:1/0");
+        let text = scrub("auth failed for p@ss,w and p%40ss%2Cw".to_owned(), &found);
+        assert_eq!(text, "auth failed for *** and ***");
+    }
 
     /// Review finding 6: neither the node's name nor any level of its errors shows a password,
     /// whether it sits in the user information (holding a raw `,` or `'`) or in `?pass=` (how
@@ -247,6 +303,7 @@ mod tests {
             ),
             ("redis://app:pa,ss@127.0.0.1:1/0", "pa,ss"),
             ("redis://app:it's@127.0.0.1:1/0", "it's"),
+            ("redis://app:p%40ss%2Cw@127.0.0.1:1/0", "p%40ss%2Cw"),
         ] {
             let node = Node::new(url, Duration::from_millis(500), None).unwrap();
             assert!(!node.url.contains(secret), "{}", node.url);

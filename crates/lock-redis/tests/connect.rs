@@ -31,7 +31,7 @@ async fn bad_settings_are_config_errors_naming_the_value() {
         ),
         (
             RedisConfig::new(["redis://a:1", "redis://b:1"]).quorum(3),
-            "quorum 3",
+            "LOCK_REDIS_QUORUM: 3",
         ),
         (RedisConfig::default().prefix("app{x}:"), "app{x}:"),
         (RedisConfig::new(Vec::<String>::new()), "at least one URL"),

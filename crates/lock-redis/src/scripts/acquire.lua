@@ -1,101 +1,132 @@
 -- Adds a lease if it fits, else records (or refreshes) the request's waiting claim.
--- KEYS[1] the lease set, KEYS[2] the token counter.
+-- KEYS: 1 H, 2 E, 3 Q (see common.lua), 4 the token counter.
 -- ARGV: 1 lease id, 2 owner, 3 mode ('x' exclusive, 's' shared), 4 permits, 5 limit,
 --       6 ttl (us), 7 claim ttl (us, 0 = no claim), 8 metadata, 9 change channel,
---       10 counter margin (ms: how long the counter outlives the clock passing it), 11 attempt (Redlock: this attempt's number, increasing across
---       the attempts of one lease id; 0 on one instance).
--- Returns {'granted', token} | {'busy', retry_after_us or ''} | {'mismatch', stored_limit}.
-local key, counter = KEYS[1], KEYS[2]
+--       10 counter margin (ms: how long the counter outlives the clock passing it),
+--       11 attempt (Redlock: this attempt's number, increasing across the attempts of one
+--       lease id; 0 on one instance).
+-- Returns {'granted', token} | {'busy', retry_after_us or -1} | {'mismatch', stored_limit}.
+-- A request with a claim ttl counts the claims ordered before its own (claims sort by lease
+-- id, see common.lua), one without counts every claim.
+local H, E, Q, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, owner, mode = ARGV[1], ARGV[2], ARGV[3]
 local permits, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, claim_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local attempt = tonumber(ARGV[11]) or 0
 local now = now_us()
-local s = load(key, now, true)
-if s.expired and next(s.claims) ~= nil then
-  redis.call('PUBLISH', ARGV[9], 'expired')
+local s = state(H, id)
+if s.l and purge(H, E, Q, now) then
+  s = state(H, id)
+  if s.n > 0 then
+    redis.call('PUBLISH', ARGV[9], 'expired')
+  end
 end
 
 -- A retry of a request that was granted (its answer lost in a timeout) gets the same lease,
 -- valid from now: its expiry moves to at least now + ttl (the client counts the lease's
 -- validity from this request). A later attempt takes the lease over, so that a roll-back of
 -- an earlier one leaves it alone.
-local attempt = tonumber(ARGV[11]) or 0
-local mine_lease = s.leases[id]
-if mine_lease then
-  if attempt > (tonumber(mine_lease.a) or 0) then
-    mine_lease.a = fmt(attempt)
+if s.lease then
+  local t, w, a, m, p, o = parse(s.lease)
+  if attempt > a then
+    redis.call('HSET', H, 'L' .. id, record(t, w, attempt, m, p, o))
   end
   local expires = now + ttl
-  if expires > tonumber(mine_lease.e) then
-    mine_lease.e = fmt(expires)
+  local e = tonumber(redis.call('ZSCORE', E, 'L' .. id) or '0')
+  if expires > e then
+    redis.call('ZADD', E, expires, 'L' .. id)
+    local x = live_until(H, E, Q, s, expires, now)
+    if x then redis.call('HSET', H, 'x', fmt(x)) end
   end
-  redis.call('HSET', key, 'L' .. id, cjson.encode(mine_lease))
-  if expires > s.max_e then s.max_e = expires end
-  store(key, s, now)
-  return {'granted', mine_lease.t}
+  return {'granted', t}
 end
 
-if s.count > 0 and s.limit ~= nil and s.limit ~= limit then
-  store(key, s, now)
-  return {'mismatch', fmt(s.limit)}
+if s.k > 0 and s.l ~= nil and s.l ~= limit then
+  return {'mismatch', s.l}
 end
-if s.count == 0 or s.limit == nil then
-  redis.call('HSET', key, 'limit', fmt(limit))
-  s.limit = limit
-end
-
-local held = 0
-local first = nil
-for _, l in pairs(s.leases) do
-  held = held + weight_of(l.m, tonumber(l.p), limit)
-  local e = tonumber(l.e)
-  if first == nil or e < first then first = e end
-end
-local mine = s.claims[id]
-local my_order = mine and tonumber(mine.o) or nil
-local waiting = 0
-for cid, c in pairs(s.claims) do
-  if cid ~= id and (my_order == nil or tonumber(c.o) < my_order) then
-    waiting = waiting + tonumber(c.w)
-    local e = tonumber(c.e)
-    if first == nil or e < first then first = e end
-  end
-end
+local held = s.h
+if s.k == 0 then held = 0 end
 local weight = weight_of(mode, permits, limit)
-
-if held + waiting + weight <= limit then
-  if mine then
-    redis.call('HDEL', key, 'C' .. id)
+local fits = held + weight <= limit
+local mine = s.claim and 1 or 0
+if fits and s.n > mine then
+  -- The claims ahead: all of them without a claim of our own, else those ordered before ours.
+  -- Read in small batches, stopping as soon as they fill the room.
+  local room = limit - held - weight
+  local hi = '+'
+  if claim_ttl > 0 then hi = '(' .. id end
+  local offset = 0
+  while fits do
+    local ids = redis.call('ZRANGEBYLEX', Q, '-', hi, 'LIMIT', offset, 16)
+    if #ids == 0 then break end
+    local fields = {}
+    for i, cid in ipairs(ids) do fields[i] = 'C' .. cid end
+    local weights = redis.call('HMGET', H, unpack(fields))
+    for _, w in ipairs(weights) do
+      room = room - (tonumber(w) or 0)
+      if room < 0 then
+        fits = false
+        break
+      end
+    end
+    offset = offset + #ids
   end
+end
+
+if fits then
   local last = tonumber(redis.call('GET', counter) or '0') or 0
   local token = last + 1
   if now > token then token = now end
   set_counter(counter, token, now, tonumber(ARGV[10]))
   local expires = now + ttl
-  redis.call('HSET', key, 'L' .. id, cjson.encode({
-    o = owner, m = mode, p = fmt(permits), t = fmt(token), e = fmt(expires), d = ARGV[8],
-    a = fmt(attempt)
-  }))
-  s.count = s.count + 1
-  if expires > s.max_e then s.max_e = expires end
-  store(key, s, now)
-  return {'granted', fmt(token)}
+  local fields = {
+    'L' .. id, record(token, weight, attempt, mode, ARGV[4], owner),
+    'h', fmt(held + weight)
+  }
+  if mine == 1 then
+    -- The claim turns into the lease: one entry for another.
+    redis.call('HDEL', H, 'C' .. id)
+    redis.call('ZREM', Q, id)
+    redis.call('ZREM', E, 'C' .. id)
+    s.n = s.n - 1
+    table.insert(fields, 'n')
+    table.insert(fields, fmt(s.n))
+  else
+    table.insert(fields, 'k')
+    table.insert(fields, fmt(s.k + 1))
+  end
+  if s.k == 0 or s.l == nil then
+    table.insert(fields, 'l')
+    table.insert(fields, fmt(limit))
+  end
+  if ARGV[8] ~= '' then
+    table.insert(fields, 'D' .. id)
+    table.insert(fields, ARGV[8])
+  end
+  if s.k == 0 then s.x = 0 end
+  if expires > s.x then
+    table.insert(fields, 'x')
+    table.insert(fields, fmt(expires))
+  end
+  redis.call('HSET', H, unpack(fields))
+  redis.call('ZADD', E, expires, 'L' .. id)
+  live_until(H, E, Q, s, expires, now)
+  return {'granted', token}
 end
 
 if claim_ttl > 0 then
   local expires = now + claim_ttl
-  local order
-  if mine then
-    order = mine.o
-  else
-    order = fmt(redis.call('HINCRBY', key, 'seq', 1))
-    s.count = s.count + 1
+  if mine == 0 then
+    s.n = s.n + 1
+    redis.call('HSET', H, 'C' .. id, fmt(weight), 'n', fmt(s.n), 'k', fmt(s.k + 1))
+    redis.call('ZADD', Q, 0, id)
   end
-  redis.call('HSET', key, 'C' .. id, cjson.encode({w = fmt(weight), o = order, e = fmt(expires)}))
-  if expires > s.max_e then s.max_e = expires end
+  redis.call('ZADD', E, expires, 'C' .. id)
+  local x = live_until(H, E, Q, s, expires, now)
+  if x then
+    redis.call('HSET', H, 'x', fmt(x))
+  else
+    redis.call('PEXPIRE', Q, fmt(math.floor((s.x - now) / 1000) + 1))
+  end
 end
-store(key, s, now)
-if first == nil then
-  return {'busy', ''}
-end
-return {'busy', fmt(first - now)}
+return {'busy', retry_after(E, now)}

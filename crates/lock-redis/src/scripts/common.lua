@@ -1,15 +1,25 @@
 -- Shared by every script (prepended to each): the lease-set layout and its clock.
 --
--- A lock's lease set is one hash. Fields:
---   limit      the limit the set was created with
---   seq        the order of the last waiting claim
---   L<id>      a lease: cjson {o = owner, m = 'x'|'s', p = permits, t = token, e = expiry_us,
---              d = metadata, a = the Redlock attempt that last granted it}; numbers are
---              kept as decimal strings (cjson rounds numbers to 14 digits, tokens and
---              microsecond times have 16)
---   C<id>      a waiting claim: cjson {w = weight, o = order, e = expiry_us}
--- The hash's own expiry is kept at the latest expiry of its entries, so an abandoned set
--- disappears on its own. All times come from the server's TIME, in microseconds.
+-- A lock's lease set is three keys sharing the lock's hash tag:
+--   H (hash)    l         the limit the set was created with
+--               h         the held weight: the sum of the weights of the leases in the set
+--               k         the number of entries (leases and claims) in E
+--               n         the number of waiting claims
+--               x         the latest expiry (us) the three keys were made to live until
+--               L<id>     a lease: 'token|weight|attempt|mode|permits|owner' (mode 'x' or 's';
+--                         attempt: the Redlock attempt that last granted it, 0 on one instance)
+--               D<id>     the lease's metadata, only when not empty (read only by inspect)
+--               C<id>     a waiting claim: its weight
+--   E (zset)    L<id>, C<id> scored by their expiry (us): expired entries are found with
+--               ZRANGEBYSCORE, without reading the others
+--   Q (zset)    the waiting claims' ids, all scored 0, so in lexicographic order: a lease id is
+--               a ULID, whose text sorts by the time its request started, so every instance of
+--               a Redlock set ranks the waiters alike
+-- Every operation costs the same however many entries the set holds (the purge is O(log n)
+-- plus the entries that expired; the counts above save reading the entries). H exists exactly
+-- while E holds an entry: the keys live until the latest expiry of their entries and are
+-- deleted together once no entry is left. All times come from the server's TIME, in
+-- microseconds.
 
 local function now_us()
   local t = redis.call('TIME')
@@ -38,49 +48,86 @@ local function weight_of(mode, permits, limit)
   return permits
 end
 
--- Reads the set; with `purge`, deletes expired entries. Returns a table:
--- limit, leases (id -> record), claims (id -> record), count (valid entries), expired (true when
--- an entry expired and was deleted), max_e (latest expiry of a valid entry).
-local function load(key, now, purge)
-  local flat = redis.call('HGETALL', key)
-  local s = {limit = nil, leases = {}, claims = {}, count = 0, expired = false, max_e = 0}
-  for i = 1, #flat, 2 do
-    local field, value = flat[i], flat[i + 1]
-    local tag = string.sub(field, 1, 1)
-    if field == 'limit' then
-      s.limit = tonumber(value)
-    elseif tag == 'L' or tag == 'C' then
-      local rec = cjson.decode(value)
-      local e = tonumber(rec.e)
-      if e <= now then
-        if purge then
-          redis.call('HDEL', key, field)
-          s.expired = true
-        end
-      else
-        if tag == 'L' then
-          s.leases[string.sub(field, 2)] = rec
-        else
-          s.claims[string.sub(field, 2)] = rec
-        end
-        s.count = s.count + 1
-        if e > s.max_e then
-          s.max_e = e
-        end
+-- A lease record's fields: token, weight, attempt, mode, permits, owner.
+local function parse(v)
+  local t, w, a, m, p, o = string.match(v, '^(%d+)|(%d+)|(%d+)|(%a)|(%d+)|(.*)$')
+  return tonumber(t), tonumber(w), tonumber(a), m, p, o
+end
+
+local function record(token, weight, attempt, mode, permits, owner)
+  return fmt(token) .. '|' .. fmt(weight) .. '|' .. fmt(attempt) .. '|' .. mode .. '|'
+    .. permits .. '|' .. owner
+end
+
+-- The fields every script starts from, as numbers (0 when missing) except the limit (nil when
+-- missing) and the records of `id`'s lease and claim.
+local function state(H, id)
+  local f = redis.call('HMGET', H, 'l', 'h', 'k', 'n', 'x', 'L' .. id, 'C' .. id)
+  return {
+    l = tonumber(f[1]), h = tonumber(f[2]) or 0, k = tonumber(f[3]) or 0,
+    n = tonumber(f[4]) or 0, x = tonumber(f[5]) or 0, lease = f[6], claim = f[7]
+  }
+end
+
+-- Deletes the entries that expired by `now`, keeping the counts right, and the whole set once
+-- nothing is left. Returns true when any entry went.
+local function purge(H, E, Q, now)
+  local gone = redis.call('ZRANGEBYSCORE', E, '-inf', now)
+  if #gone == 0 then
+    return false
+  end
+  local freed, claims = 0, 0
+  for _, field in ipairs(gone) do
+    local id = string.sub(field, 2)
+    if string.sub(field, 1, 1) == 'L' then
+      local v = redis.call('HGET', H, field)
+      if v then
+        local _, w = parse(v)
+        freed = freed + (w or 0)
       end
+      redis.call('HDEL', H, field, 'D' .. id)
+    else
+      redis.call('HDEL', H, field)
+      redis.call('ZREM', Q, id)
+      claims = claims + 1
     end
   end
-  return s
-end
-
--- Deletes the set when it has no valid entry, else makes the hash live as long as its
--- latest entry.
-local function store(key, s, now)
-  if s.count <= 0 then
-    redis.call('DEL', key)
-  else
-    local ms = math.floor((s.max_e - now) / 1000) + 1
-    redis.call('PEXPIRE', key, fmt(ms))
+  if redis.call('HINCRBY', H, 'k', -#gone) <= 0 then
+    redis.call('DEL', H, E, Q)
+    return true
   end
+  redis.call('ZREMRANGEBYSCORE', E, '-inf', now)
+  if freed > 0 then
+    redis.call('HINCRBY', H, 'h', -freed)
+  end
+  if claims > 0 then
+    redis.call('HINCRBY', H, 'n', -claims)
+  end
+  return true
 end
 
+-- Makes the keys live until `expires` (us) when that is later than `s.x`; call after writing
+-- them. Returns the new `x` to store, or nil.
+local function live_until(H, E, Q, s, expires, now)
+  if expires <= s.x then
+    return nil
+  end
+  local ms = fmt(math.floor((expires - now) / 1000) + 1)
+  redis.call('PEXPIRE', H, ms)
+  redis.call('PEXPIRE', E, ms)
+  if s.n > 0 then
+    redis.call('PEXPIRE', Q, ms)
+  end
+  return expires
+end
+
+-- The earliest expiry of an entry minus now (at least 1), or -1 when there is none.
+local function retry_after(E, now)
+  local first = redis.call('ZRANGE', E, 0, 0, 'WITHSCORES')
+  if first[2] == nil then
+    return -1
+  end
+  local after = tonumber(first[2]) - now
+  if after < 1 then after = 1 end
+  return after
+end

@@ -1,20 +1,19 @@
 -- Sets a valid lease's expiry to now + ttl; never re-creates an expired one.
--- KEYS[1] the lease set. ARGV: 1 lease id, 2 ttl (us), 3 change channel.
+-- KEYS: 1 H, 2 E, 3 Q (see common.lua). ARGV: 1 lease id, 2 ttl (us), 3 change channel.
 -- Returns the set's limit when extended, 0 when no valid lease has this id.
-local key, id, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local H, E, Q, id, ttl = KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2])
 local now = now_us()
-local s = load(key, now, true)
-if s.expired and next(s.claims) ~= nil then
-  redis.call('PUBLISH', ARGV[3], 'expired')
-end
-local lease = s.leases[id]
-if not lease then
-  store(key, s, now)
+local e = tonumber(redis.call('ZSCORE', E, 'L' .. id) or '0')
+if e <= now then
+  if e > 0 and purge(H, E, Q, now) and (tonumber(redis.call('HGET', H, 'n')) or 0) > 0 then
+    redis.call('PUBLISH', ARGV[3], 'expired')
+  end
   return 0
 end
+local f = redis.call('HMGET', H, 'l', 'x', 'n')
+local s = {x = tonumber(f[2]) or 0, n = tonumber(f[3]) or 0}
 local expires = now + ttl
-lease.e = fmt(expires)
-redis.call('HSET', key, 'L' .. id, cjson.encode(lease))
-if expires > s.max_e then s.max_e = expires end
-store(key, s, now)
-return s.limit or 1
+redis.call('ZADD', E, expires, 'L' .. id)
+local x = live_until(H, E, Q, s, expires, now)
+if x then redis.call('HSET', H, 'x', fmt(x)) end
+return tonumber(f[1]) or 1

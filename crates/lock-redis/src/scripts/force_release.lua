@@ -1,14 +1,18 @@
 -- Deletes every lease and claim of the three kinds of one name and publishes the change.
--- KEYS[1..3] the lease sets; ARGV[1..3] their change channels.
+-- KEYS: H, E, Q (see common.lua) of the mutex (1..3), the read-write lock (4..6) and the
+-- semaphore (7..9); ARGV[1..3] their change channels.
 -- Returns how many valid leases were deleted.
 local now = now_us()
 local removed = 0
 for i = 1, 3 do
-  local s = load(KEYS[i], now, false)
-  for _ in pairs(s.leases) do
-    removed = removed + 1
+  local H, E, Q = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local valid = redis.call('ZRANGEBYSCORE', E, '(' .. fmt(now), '+inf')
+  for _, field in ipairs(valid) do
+    if string.sub(field, 1, 1) == 'L' then
+      removed = removed + 1
+    end
   end
-  redis.call('DEL', KEYS[i])
+  redis.call('DEL', H, E, Q)
   redis.call('PUBLISH', ARGV[i], 'force-released')
 end
 return removed

@@ -1,20 +1,33 @@
--- Lists the valid leases of the three kinds of one name, read-only.
--- KEYS[1..3] the lease sets of the mutex, the read-write lock and the semaphore.
+-- Lists the valid leases of the three kinds of one name, read-only (the one script whose cost
+-- grows with the number of holders).
+-- KEYS: the H and E keys (see common.lua) of the mutex, the read-write lock and the semaphore:
+-- 1 H, 2 E of the mutex, 3 H, 4 E of the read-write lock, 5 H, 6 E of the semaphore.
 -- Returns a flat array, 8 items per lease: kind index (1..3), lease id, owner, mode, permits,
--- token, microseconds left, metadata.
+-- token, microseconds left, metadata, the set's limit.
 local now = now_us()
 local out = {}
 for i = 1, 3 do
-  local s = load(KEYS[i], now, false)
-  for id, l in pairs(s.leases) do
-    table.insert(out, tostring(i))
-    table.insert(out, id)
-    table.insert(out, l.o)
-    table.insert(out, l.m)
-    table.insert(out, l.p)
-    table.insert(out, l.t)
-    table.insert(out, fmt(tonumber(l.e) - now))
-    table.insert(out, l.d)
+  local H, E = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit = redis.call('HGET', H, 'l') or '1'
+  local valid = redis.call('ZRANGEBYSCORE', E, '(' .. fmt(now), '+inf', 'WITHSCORES')
+  for j = 1, #valid, 2 do
+    local field = valid[j]
+    if string.sub(field, 1, 1) == 'L' then
+      local id = string.sub(field, 2)
+      local v, d = unpack(redis.call('HMGET', H, field, 'D' .. id))
+      if v then
+        local t, _, _, m, p, o = parse(v)
+        table.insert(out, tostring(i))
+        table.insert(out, id)
+        table.insert(out, o)
+        table.insert(out, m)
+        table.insert(out, p)
+        table.insert(out, fmt(t))
+        table.insert(out, fmt(tonumber(valid[j + 1]) - now))
+        table.insert(out, d or '')
+        table.insert(out, limit)
+      end
+    end
   end
 end
 return out
