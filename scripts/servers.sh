@@ -4,6 +4,8 @@
 #   start_redis     LOCK_TEST_REDIS_URLS (one node), LOCK_TEST_REDLOCK_URLS (five nodes)
 #   start_postgres  LOCK_TEST_POSTGRES_URL, and LOCK_TEST_PGBOUNCER_URL (PgBouncer in front of it)
 #   start_etcd      LOCK_TEST_ETCD_ENDPOINTS (a 3-node cluster); also installs protoc
+#   start_etcd_tls  LOCK_TEST_ETCD_TLS_ENDPOINTS (a 3-node cluster with client and peer TLS and
+#                   client-certificate auth) and the certificate paths (make_test_certs)
 #
 # Each one uses the variable instead when it is already set.
 
@@ -232,4 +234,104 @@ start_etcd() {
         return 1
     fi
     log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
+}
+
+# Test certificates, made once per run with openssl into $servers_dir/certs: a CA; a
+# server/peer certificate for 127.0.0.1 and localhost (server and client auth: etcd peers are
+# both); a client certificate (CN lock-test-client); and a second, unrelated CA for the
+# wrong-CA tests. Exports LOCK_TEST_TLS_CA, LOCK_TEST_TLS_CLIENT_CERT, LOCK_TEST_TLS_CLIENT_KEY
+# and LOCK_TEST_TLS_WRONG_CA; sets certs_dir.
+make_test_certs() {
+    have openssl || apt_install openssl
+    certs_dir="$servers_dir/certs"
+    if [ -f "$certs_dir/ca.pem" ]; then
+        return
+    fi
+    mkdir -p "$certs_dir"
+    local d=$certs_dir
+    (
+        set -e
+        cd "$d"
+        for ca in ca wrong-ca; do
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+                -keyout "$ca-key.pem" -out "$ca.pem" -subj "/CN=lock-test $ca" \
+                -addext basicConstraints=critical,CA:TRUE \
+                -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        done
+        # server: also the etcd peer certificate (peers authenticate each other as clients).
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+            "extendedKeyUsage=serverAuth,clientAuth" "basicConstraints=CA:FALSE" >server.ext
+        printf '%s\n' "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE" >client.ext
+        for name in server client; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$name-key.pem" -out "$name.csr" -subj "/CN=lock-test-$name" 2>/dev/null
+            openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+                -days 2 -extfile "$name.ext" -out "$name.pem" 2>/dev/null
+        done
+        # PKCS#8 keys: every client (rustls, libpq, etcd's Go) reads them.
+        for name in server client; do
+            openssl pkcs8 -topk8 -nocrypt -in "$name-key.pem" -out "$name-key.p8.pem"
+            mv "$name-key.p8.pem" "$name-key.pem"
+        done
+        chmod 644 ./*.pem
+    ) || { echo "making test certificates with openssl failed" >&2; return 1; }
+    export LOCK_TEST_TLS_CA="$d/ca.pem" LOCK_TEST_TLS_WRONG_CA="$d/wrong-ca.pem"
+    export LOCK_TEST_TLS_CLIENT_CERT="$d/client.pem" LOCK_TEST_TLS_CLIENT_KEY="$d/client-key.pem"
+    log "test certificates in $d"
+}
+
+# etcd with TLS: a 3-node cluster whose client and peer URLs are https://, requiring a client
+# certificate signed by the test CA on both (--client-cert-auth, --peer-client-cert-auth).
+start_etcd_tls() {
+    have protoc || apt_install protobuf-compiler
+    have etcd || apt_install etcd-server
+    have etcdctl || apt_install etcd-client
+    if [ -n "${LOCK_TEST_ETCD_TLS_ENDPOINTS:-}" ]; then
+        log "etcd TLS: using LOCK_TEST_ETCD_TLS_ENDPOINTS"
+        return
+    fi
+    make_test_certs
+    local cluster="" endpoints=() client=() peer=() i dir c=$certs_dir
+    dir=$(mktemp -d "$servers_dir/etcd-tls.XXXXXX")
+    for i in 1 2 3; do
+        pick_port
+        client[i]=$picked
+        pick_port
+        peer[i]=$picked
+        cluster+="t$i=https://127.0.0.1:${peer[i]},"
+    done
+    for i in 1 2 3; do
+        etcd --name "t$i" --data-dir "$dir/data-$i" \
+            --listen-client-urls "https://127.0.0.1:${client[i]}" \
+            --advertise-client-urls "https://127.0.0.1:${client[i]}" \
+            --listen-peer-urls "https://127.0.0.1:${peer[i]}" \
+            --initial-advertise-peer-urls "https://127.0.0.1:${peer[i]}" \
+            --initial-cluster "${cluster%,}" --initial-cluster-state new \
+            --initial-cluster-token lock-test-tls \
+            --cert-file "$c/server.pem" --key-file "$c/server-key.pem" \
+            --client-cert-auth --trusted-ca-file "$c/ca.pem" \
+            --peer-cert-file "$c/server.pem" --peer-key-file "$c/server-key.pem" \
+            --peer-client-cert-auth --peer-trusted-ca-file "$c/ca.pem" \
+            >"$dir/$i.log" 2>&1 &
+        pids+=("$!")
+        endpoints+=("https://127.0.0.1:${client[i]}")
+    done
+    for i in 1 2 3; do wait_port "${client[i]}"; done
+    export LOCK_TEST_ETCD_TLS_ENDPOINTS
+    LOCK_TEST_ETCD_TLS_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    local ready=0
+    for _ in $(seq 1 60); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_TLS_ENDPOINTS" --command-timeout=2s \
+            --cacert "$c/ca.pem" --cert "$c/client.pem" --key "$c/client-key.pem" \
+            endpoint health >/dev/null 2>&1; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if [ "$ready" != 1 ]; then
+        echo "etcd TLS cluster $LOCK_TEST_ETCD_TLS_ENDPOINTS not healthy after 30 s" >&2
+        return 1
+    fi
+    log "etcd TLS: $LOCK_TEST_ETCD_TLS_ENDPOINTS"
 }
