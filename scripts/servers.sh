@@ -3,6 +3,8 @@
 #
 #   start_redis     LOCK_TEST_REDIS_URLS (one node), LOCK_TEST_REDLOCK_URLS (five nodes)
 #   start_postgres  LOCK_TEST_POSTGRES_URL, and LOCK_TEST_PGBOUNCER_URL (PgBouncer in front of it)
+#   start_postgres_tls  LOCK_TEST_POSTGRES_TLS_URL (a second cluster: TLS only, client
+#                   certificates required) and the certificate paths (make_test_certs)
 #   start_etcd      LOCK_TEST_ETCD_ENDPOINTS (a 3-node cluster); also installs protoc
 #   start_etcd_tls  LOCK_TEST_ETCD_TLS_ENDPOINTS (a 3-node cluster with client and peer TLS and
 #                   client-certificate auth) and the certificate paths (make_test_certs)
@@ -41,6 +43,9 @@ cleanup() {
     fi
     if [ -n "${pg_data:-}" ] && [ -f "$pg_data/postmaster.pid" ]; then
         runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    if [ -n "${pg_tls_data:-}" ] && [ -f "$pg_tls_data/postmaster.pid" ]; then
+        runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tls_data" -m immediate stop >/dev/null 2>&1 || true
     fi
     rm -rf "$servers_dir"
 }
@@ -274,6 +279,7 @@ make_test_certs() {
             mv "$name-key.p8.pem" "$name-key.pem"
         done
         chmod 644 ./*.pem
+        chmod 600 ./*-key.pem
     ) || { echo "making test certificates with openssl failed" >&2; return 1; }
     export LOCK_TEST_TLS_CA="$d/ca.pem" LOCK_TEST_TLS_WRONG_CA="$d/wrong-ca.pem"
     export LOCK_TEST_TLS_CLIENT_CERT="$d/client.pem" LOCK_TEST_TLS_CLIENT_KEY="$d/client-key.pem"
@@ -334,4 +340,43 @@ start_etcd_tls() {
         return 1
     fi
     log "etcd TLS: $LOCK_TEST_ETCD_TLS_ENDPOINTS"
+}
+
+# PostgreSQL with TLS: a cluster of its own (the plain one stays the server without TLS) with
+# `ssl = on` and the test server certificate, accepting only TLS connections that present a
+# client certificate of the test CA (`hostssl ... cert`, the certificate's CN lock-test-client
+# mapped to the role postgres). The URL verifies the server in verify-full and presents the
+# client certificate.
+start_postgres_tls() {
+    if [ -n "${LOCK_TEST_POSTGRES_TLS_URL:-}" ]; then
+        log "PostgreSQL TLS: using LOCK_TEST_POSTGRES_TLS_URL"
+        return
+    fi
+    make_test_certs
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$pg_bin" ]; then
+        apt_install postgresql
+        pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    local port c=$certs_dir
+    pick_port
+    port=$picked
+    pg_tls_data="$servers_dir/pg-tls"
+    mkdir -p "$pg_tls_data"
+    chown postgres "$pg_tls_data"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_tls_data" -U postgres -A trust >/dev/null
+    # The server's key must belong to the server's user and be private to it.
+    install -o postgres -m 600 "$c/server-key.pem" "$pg_tls_data/server.key"
+    install -o postgres -m 644 "$c/server.pem" "$pg_tls_data/server.crt"
+    install -o postgres -m 644 "$c/ca.pem" "$pg_tls_data/ca.crt"
+    printf '%s\n' "local all all trust" \
+        "hostssl all all 127.0.0.1/32 cert map=lock" \
+        "hostnossl all all 127.0.0.1/32 reject" >"$pg_tls_data/pg_hba.conf"
+    printf '%s\n' "lock lock-test-client postgres" >"$pg_tls_data/pg_ident.conf"
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tls_data" -l "$pg_tls_data/log" -w \
+        -o "-p $port -k $pg_tls_data -c listen_addresses=127.0.0.1 -c max_connections=300 \
+            -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+            -c ssl_ca_file=ca.crt" start >/dev/null
+    export LOCK_TEST_POSTGRES_TLS_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=verify-full&sslrootcert=$c/ca.pem&sslcert=$c/client.pem&sslkey=$c/client-key.pem"
+    log "PostgreSQL TLS: $LOCK_TEST_POSTGRES_TLS_URL"
 }
