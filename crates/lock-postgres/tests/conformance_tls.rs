@@ -97,7 +97,10 @@ async fn connect_fails(url: &str) -> String {
     let err = result.expect_err("connect succeeded");
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
     assert!(
-        matches!(err, Error::ProviderUnavailable { .. } | Error::Config { .. }),
+        matches!(
+            err,
+            Error::ProviderUnavailable { .. } | Error::Config { .. }
+        ),
         "{err:?}"
     );
     let text = message(&err);
