@@ -3,7 +3,11 @@
 #
 #   start_redis     LOCK_TEST_REDIS_URLS (one node), LOCK_TEST_REDLOCK_URLS (five nodes)
 #   start_postgres  LOCK_TEST_POSTGRES_URL, and LOCK_TEST_PGBOUNCER_URL (PgBouncer in front of it)
+#   start_postgres_tls  LOCK_TEST_POSTGRES_TLS_URL (a second cluster: TLS only, client
+#                   certificates required) and the certificate paths (make_test_certs)
 #   start_etcd      LOCK_TEST_ETCD_ENDPOINTS (a 3-node cluster); also installs protoc
+#   start_etcd_tls  LOCK_TEST_ETCD_TLS_ENDPOINTS (a 3-node cluster with client and peer TLS and
+#                   client-certificate auth) and the certificate paths (make_test_certs)
 #
 # Each one uses the variable instead when it is already set.
 
@@ -39,6 +43,9 @@ cleanup() {
     fi
     if [ -n "${pg_data:-}" ] && [ -f "$pg_data/postmaster.pid" ]; then
         runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    if [ -n "${pg_tls_data:-}" ] && [ -f "$pg_tls_data/postmaster.pid" ]; then
+        runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tls_data" -m immediate stop >/dev/null 2>&1 || true
     fi
     rm -rf "$servers_dir"
 }
@@ -232,4 +239,144 @@ start_etcd() {
         return 1
     fi
     log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
+}
+
+# Test certificates, made once per run with openssl into $servers_dir/certs: a CA; a
+# server/peer certificate for 127.0.0.1 and localhost (server and client auth: etcd peers are
+# both); a client certificate (CN lock-test-client); and a second, unrelated CA for the
+# wrong-CA tests. Exports LOCK_TEST_TLS_CA, LOCK_TEST_TLS_CLIENT_CERT, LOCK_TEST_TLS_CLIENT_KEY
+# and LOCK_TEST_TLS_WRONG_CA; sets certs_dir.
+make_test_certs() {
+    have openssl || apt_install openssl
+    certs_dir="$servers_dir/certs"
+    if [ -f "$certs_dir/ca.pem" ]; then
+        return
+    fi
+    mkdir -p "$certs_dir"
+    local d=$certs_dir
+    (
+        set -e
+        cd "$d"
+        for ca in ca wrong-ca; do
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+                -keyout "$ca-key.pem" -out "$ca.pem" -subj "/CN=lock-test $ca" \
+                -addext basicConstraints=critical,CA:TRUE \
+                -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        done
+        # server: also the etcd peer certificate (peers authenticate each other as clients).
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+            "extendedKeyUsage=serverAuth,clientAuth" "basicConstraints=CA:FALSE" >server.ext
+        printf '%s\n' "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE" >client.ext
+        for name in server client; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout "$name-key.pem" -out "$name.csr" -subj "/CN=lock-test-$name" 2>/dev/null
+            openssl x509 -req -in "$name.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+                -days 2 -extfile "$name.ext" -out "$name.pem" 2>/dev/null
+        done
+        # PKCS#8 keys: every client (rustls, libpq, etcd's Go) reads them.
+        for name in server client; do
+            openssl pkcs8 -topk8 -nocrypt -in "$name-key.pem" -out "$name-key.p8.pem"
+            mv "$name-key.p8.pem" "$name-key.pem"
+        done
+        chmod 644 ./*.pem
+        chmod 600 ./*-key.pem
+    ) || { echo "making test certificates with openssl failed" >&2; return 1; }
+    export LOCK_TEST_TLS_CA="$d/ca.pem" LOCK_TEST_TLS_WRONG_CA="$d/wrong-ca.pem"
+    export LOCK_TEST_TLS_CLIENT_CERT="$d/client.pem" LOCK_TEST_TLS_CLIENT_KEY="$d/client-key.pem"
+    log "test certificates in $d"
+}
+
+# etcd with TLS: a 3-node cluster whose client and peer URLs are https://, requiring a client
+# certificate signed by the test CA on both (--client-cert-auth, --peer-client-cert-auth).
+start_etcd_tls() {
+    have protoc || apt_install protobuf-compiler
+    have etcd || apt_install etcd-server
+    have etcdctl || apt_install etcd-client
+    if [ -n "${LOCK_TEST_ETCD_TLS_ENDPOINTS:-}" ]; then
+        log "etcd TLS: using LOCK_TEST_ETCD_TLS_ENDPOINTS"
+        return
+    fi
+    make_test_certs
+    local cluster="" endpoints=() client=() peer=() i dir c=$certs_dir
+    dir=$(mktemp -d "$servers_dir/etcd-tls.XXXXXX")
+    for i in 1 2 3; do
+        pick_port
+        client[i]=$picked
+        pick_port
+        peer[i]=$picked
+        cluster+="t$i=https://127.0.0.1:${peer[i]},"
+    done
+    for i in 1 2 3; do
+        etcd --name "t$i" --data-dir "$dir/data-$i" \
+            --listen-client-urls "https://127.0.0.1:${client[i]}" \
+            --advertise-client-urls "https://127.0.0.1:${client[i]}" \
+            --listen-peer-urls "https://127.0.0.1:${peer[i]}" \
+            --initial-advertise-peer-urls "https://127.0.0.1:${peer[i]}" \
+            --initial-cluster "${cluster%,}" --initial-cluster-state new \
+            --initial-cluster-token lock-test-tls \
+            --cert-file "$c/server.pem" --key-file "$c/server-key.pem" \
+            --client-cert-auth --trusted-ca-file "$c/ca.pem" \
+            --peer-cert-file "$c/server.pem" --peer-key-file "$c/server-key.pem" \
+            --peer-client-cert-auth --peer-trusted-ca-file "$c/ca.pem" \
+            >"$dir/$i.log" 2>&1 &
+        pids+=("$!")
+        endpoints+=("https://127.0.0.1:${client[i]}")
+    done
+    for i in 1 2 3; do wait_port "${client[i]}"; done
+    export LOCK_TEST_ETCD_TLS_ENDPOINTS
+    LOCK_TEST_ETCD_TLS_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    local ready=0
+    for _ in $(seq 1 60); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_TLS_ENDPOINTS" --command-timeout=2s \
+            --cacert "$c/ca.pem" --cert "$c/client.pem" --key "$c/client-key.pem" \
+            endpoint health >/dev/null 2>&1; then
+            ready=1
+            break
+        fi
+        sleep 0.5
+    done
+    if [ "$ready" != 1 ]; then
+        echo "etcd TLS cluster $LOCK_TEST_ETCD_TLS_ENDPOINTS not healthy after 30 s" >&2
+        return 1
+    fi
+    log "etcd TLS: $LOCK_TEST_ETCD_TLS_ENDPOINTS"
+}
+
+# PostgreSQL with TLS: a cluster of its own (the plain one stays the server without TLS) with
+# `ssl = on` and the test server certificate, accepting only TLS connections that present a
+# client certificate of the test CA (`hostssl ... cert`, the certificate's CN lock-test-client
+# mapped to the role postgres). The URL verifies the server in verify-full and presents the
+# client certificate.
+start_postgres_tls() {
+    if [ -n "${LOCK_TEST_POSTGRES_TLS_URL:-}" ]; then
+        log "PostgreSQL TLS: using LOCK_TEST_POSTGRES_TLS_URL"
+        return
+    fi
+    make_test_certs
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$pg_bin" ]; then
+        apt_install postgresql
+        pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    fi
+    local port c=$certs_dir
+    pick_port
+    port=$picked
+    pg_tls_data="$servers_dir/pg-tls"
+    mkdir -p "$pg_tls_data"
+    chown postgres "$pg_tls_data"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_tls_data" -U postgres -A trust >/dev/null
+    # The server's key must belong to the server's user and be private to it.
+    install -o postgres -m 600 "$c/server-key.pem" "$pg_tls_data/server.key"
+    install -o postgres -m 644 "$c/server.pem" "$pg_tls_data/server.crt"
+    install -o postgres -m 644 "$c/ca.pem" "$pg_tls_data/ca.crt"
+    printf '%s\n' "local all all trust" \
+        "hostssl all all 127.0.0.1/32 cert map=lock" \
+        "hostnossl all all 127.0.0.1/32 reject" >"$pg_tls_data/pg_hba.conf"
+    printf '%s\n' "lock lock-test-client postgres" >"$pg_tls_data/pg_ident.conf"
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_tls_data" -l "$pg_tls_data/log" -w \
+        -o "-p $port -k $pg_tls_data -c listen_addresses=127.0.0.1 -c max_connections=300 \
+            -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key \
+            -c ssl_ca_file=ca.crt" start >/dev/null
+    export LOCK_TEST_POSTGRES_TLS_URL="postgres://postgres@127.0.0.1:$port/postgres?sslmode=verify-full&sslrootcert=$c/ca.pem&sslcert=$c/client.pem&sslkey=$c/client-key.pem"
+    log "PostgreSQL TLS: $LOCK_TEST_POSTGRES_TLS_URL"
 }

@@ -6,7 +6,8 @@
 # 1. installs what the checks need (cargo-deny, the advisory snapshot; server packages and
 #    protoc once the backend crates that need them exist),
 # 2. starts throwaway servers on loopback ports, unless LOCK_TEST_REDIS_URLS,
-#    LOCK_TEST_POSTGRES_URL or LOCK_TEST_ETCD_ENDPOINTS point at servers already running,
+#    LOCK_TEST_POSTGRES_URL, LOCK_TEST_ETCD_ENDPOINTS (and LOCK_TEST_POSTGRES_TLS_URL,
+#    LOCK_TEST_ETCD_TLS_ENDPOINTS) point at servers already running,
 # 3. runs fmt, clippy, docs, every test (with LOCK_TEST_REQUIRE_SERVERS=1: a missing server
 #    fails its tests), the basic example and cargo-deny,
 # 4. stops the servers it started.
@@ -37,8 +38,8 @@ ensure_cargo_deny() {
 
 # Start only the servers whose backend crates exist.
 [ -d crates/lock-redis ] && start_redis
-[ -d crates/lock-postgres ] && start_postgres
-[ -d crates/lock-etcd ] && start_etcd
+[ -d crates/lock-postgres ] && start_postgres && start_postgres_tls
+[ -d crates/lock-etcd ] && start_etcd && start_etcd_tls
 export LOCK_TEST_REQUIRE_SERVERS=1
 
 log "cargo fmt --check"

@@ -216,6 +216,9 @@ impl Etcd {
         if let Some((name, password)) = user {
             options = options.with_user(name, password);
         }
+        if let Some(tls) = config.tls_options()? {
+            options = options.with_tls(tls);
+        }
         let connected = call(config.connect_timeout + config.request_timeout, || {
             Client::connect(&endpoints, Some(options.clone()))
         })
@@ -233,15 +236,19 @@ impl Etcd {
                 let source = f.into_error("connect", config.connect_timeout);
                 let source = std::error::Error::source(&source)
                     .map_or_else(|| source.to_string(), ToString::to_string);
+                let hint = config
+                    .tls_hint(&source)
+                    .map(|h| h + ": ")
+                    .unwrap_or_default();
                 return Err(Error::unavailable(
                     "etcd",
-                    format!("cannot connect to {endpoints:?}: {source}"),
+                    format!("{hint}cannot connect to {endpoints:?}: {source}"),
                 ));
             }
         };
         let etcd = Etcd {
             client,
-            prefix: config.prefix,
+            prefix: config.prefix.clone(),
             timeout: config.request_timeout,
         };
         // One small read (a count of one key) proves the cluster answers and has a leader.
@@ -250,7 +257,22 @@ impl Etcd {
             let key = etcd.prefix.clone();
             async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            // A TLS failure shows only at the first request: say what it means.
+            let mut text = String::new();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!("{s} {s:?}; "));
+                source = s.source();
+            }
+            match (config.tls_hint(&text), std::error::Error::source(&e)) {
+                (Some(hint), Some(source)) => {
+                    Error::unavailable("etcd", format!("{hint}: {source}"))
+                }
+                _ => e,
+            }
+        })?;
         Ok(etcd)
     }
 

@@ -65,7 +65,9 @@ impl FromStr for PostgresMode {
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
-    /// The connection URL (`postgres://user:password@host:port/database?...`).
+    /// The connection URL (`postgres://user:password@host:port/database?...`). TLS is set
+    /// with libpq's parameters `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`), `sslrootcert`, `sslcert` and `sslkey`; see the crate README.
     pub url: String,
     /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`), so several
     /// applications can share a database without their lock keys meeting.

@@ -22,9 +22,12 @@
 //! | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the connection pool |
 //! | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
 //! | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the `LISTEN` session connects (straight to the server behind PgBouncer) |
-//! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated |
+//! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated; `https://host:port` for TLS (all or none) |
 //! | `LOCK_ETCD_PREFIX` | `/locks/` | key prefix |
 //! | `LOCK_ETCD_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
+//! | `LOCK_ETCD_CA_CERT` | (Mozilla's roots) | PEM file of the CA the cluster's certificates chain to (`https://` endpoints) |
+//! | `LOCK_ETCD_CLIENT_CERT` | (none) | PEM file of the client certificate (a cluster with `--client-cert-auth`) |
+//! | `LOCK_ETCD_CLIENT_KEY` | (none) | PEM file of that certificate's private key |
 //!
 //! Each backend owns and parses its own variables (`RedisConfig::from_settings`,
 //! `PostgresConfig::from_settings`, `EtcdConfig::from_settings`, through
