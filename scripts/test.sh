@@ -66,6 +66,10 @@ if [ -d crates/lock-etcd ]; then
     log "cargo test -p lock-etcd on $(etcd --version | head -1)"
     cargo test -p lock-etcd --all-features --test conformance --test faults
     export PATH=$saved_path LOCK_TEST_ETCD_ENDPOINTS=$saved_endpoints
+    # The fault tests once more on clusters with client and peer TLS (the conformance suite
+    # ran on the TLS cluster above, in conformance_tls).
+    log "cargo test -p lock-etcd --test faults on TLS clusters"
+    LOCK_TEST_ETCD_FAULTS_TLS=$certs_dir cargo test -p lock-etcd --all-features --test faults
 fi
 
 log "cargo test -p lock (default features)"

@@ -4,6 +4,11 @@
 //!
 //! Needs the `etcd` binary (Debian: `etcd-server`). Without it a test is skipped with a printed
 //! line, or fails when `LOCK_TEST_REQUIRE_SERVERS=1`.
+//!
+//! With `LOCK_TEST_ETCD_FAULTS_TLS` naming a folder of certificates (`ca.pem`, `server.pem`,
+//! `server-key.pem`, `client.pem`, `client-key.pem`, as `make_test_certs` of
+//! `scripts/servers.sh` makes them), every cluster runs with client and peer TLS and
+//! client-certificate authentication, and every client connects over TLS.
 
 use lock_core::{Error, Locker, RetryPolicy};
 use lock_etcd::{Etcd, EtcdConfig};
@@ -28,6 +33,46 @@ fn patient() -> RetryPolicy {
         max_attempts: 0,
         ..RetryPolicy::default()
     }
+}
+
+/// The certificates folder when the clusters run with TLS.
+fn tls_dir() -> Option<PathBuf> {
+    std::env::var_os("LOCK_TEST_ETCD_FAULTS_TLS").map(PathBuf::from)
+}
+
+fn scheme() -> &'static str {
+    if tls_dir().is_some() { "https" } else { "http" }
+}
+
+/// The server's TLS flags, when the clusters run with TLS.
+fn tls_args() -> Vec<String> {
+    let Some(dir) = tls_dir() else {
+        return Vec::new();
+    };
+    let file = |name: &str| dir.join(name).display().to_string();
+    vec![
+        format!("--cert-file={}", file("server.pem")),
+        format!("--key-file={}", file("server-key.pem")),
+        "--client-cert-auth".to_owned(),
+        format!("--trusted-ca-file={}", file("ca.pem")),
+        format!("--peer-cert-file={}", file("server.pem")),
+        format!("--peer-key-file={}", file("server-key.pem")),
+        "--peer-client-cert-auth".to_owned(),
+        format!("--peer-trusted-ca-file={}", file("ca.pem")),
+    ]
+}
+
+/// The raw etcd client's options (TLS when the clusters run with it).
+fn client_options() -> Option<etcd_client::ConnectOptions> {
+    let dir = tls_dir()?;
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")))
+        .identity(etcd_client::Identity::from_pem(
+            read("client.pem"),
+            read("client-key.pem"),
+        ));
+    Some(etcd_client::ConnectOptions::new().with_tls(tls))
 }
 
 /// One etcd member.
@@ -71,7 +116,7 @@ impl Cluster {
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("n{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("n{i}={}://127.0.0.1:{peer}", scheme()))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
@@ -79,17 +124,19 @@ impl Cluster {
             dir: dir.clone(),
         };
         for (i, (client, peer)) in ports.iter().enumerate() {
-            let args = vec![
+            let scheme = scheme();
+            let mut args = vec![
                 format!("--name=n{i}"),
                 format!("--data-dir={}", dir.join(format!("n{i}")).display()),
-                format!("--listen-client-urls=http://127.0.0.1:{client}"),
-                format!("--advertise-client-urls=http://127.0.0.1:{client}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--listen-client-urls={scheme}://127.0.0.1:{client}"),
+                format!("--advertise-client-urls={scheme}://127.0.0.1:{client}"),
+                format!("--listen-peer-urls={scheme}://127.0.0.1:{peer}"),
+                format!("--initial-advertise-peer-urls={scheme}://127.0.0.1:{peer}"),
                 format!("--initial-cluster={initial_cluster}"),
                 "--initial-cluster-state=new".to_owned(),
                 format!("--initial-cluster-token={test}-{run}"),
             ];
+            args.extend(tls_args());
             let log = dir.join(format!("n{i}.log"));
             let process = ServerProcess::start(&etcd, args, Some(log)).unwrap();
             cluster.nodes.push(Node {
@@ -109,7 +156,7 @@ impl Cluster {
     }
 
     fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.nodes[i].client_port)
+        format!("{}://127.0.0.1:{}", scheme(), self.nodes[i].client_port)
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -129,7 +176,7 @@ impl Cluster {
             }
             let Ok(Ok(mut client)) = tokio::time::timeout(
                 secs(2),
-                etcd_client::Client::connect([self.endpoint(i)], None),
+                etcd_client::Client::connect([self.endpoint(i)], client_options()),
             )
             .await
             else {
@@ -158,7 +205,9 @@ impl Cluster {
                     }
                 }
                 let written = async {
-                    let mut client = etcd_client::Client::connect(&endpoints, None).await.ok()?;
+                    let mut client = etcd_client::Client::connect(&endpoints, client_options())
+                        .await
+                        .ok()?;
                     client.put("/lock-fault-probe", "x", None).await.ok()
                 };
                 if tokio::time::timeout(secs(5), written)
@@ -179,7 +228,12 @@ impl Cluster {
     }
 
     async fn locker(&self, endpoints: Vec<String>) -> Locker {
-        let config = EtcdConfig::new(endpoints).with_request_timeout(secs(2));
+        let mut config = EtcdConfig::new(endpoints).with_request_timeout(secs(2));
+        if let Some(dir) = tls_dir() {
+            config = config
+                .with_ca_cert(dir.join("ca.pem"))
+                .with_client_cert(dir.join("client.pem"), dir.join("client-key.pem"));
+        }
         Locker::with_backend(Etcd::connect(config).await.unwrap())
     }
 }
@@ -357,7 +411,10 @@ async fn cut_off_holder_is_lost_before_expiry_and_fenced() {
     for i in 0..3 {
         proxies.push(TcpProxy::start(cluster.addr(i)).await.unwrap());
     }
-    let through_proxies = proxies.iter().map(|p| p.addr().to_string()).collect();
+    let through_proxies = proxies
+        .iter()
+        .map(|p| format!("{}://{}", scheme(), p.addr()))
+        .collect();
     let holder = cluster.locker(through_proxies).await;
     let other = cluster.locker(cluster.endpoints()).await;
 
