@@ -1,5 +1,6 @@
 //! [`EtcdConfig`]: where the cluster is and how long a round trip may take.
 
+use crate::leases::LeaseMode;
 use lock_core::{Error, Result};
 use std::fmt;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct EtcdConfig {
     pub connect_timeout: Duration,
     /// User name and password, when the cluster has authentication on. Never shown by `Debug`.
     pub user: Option<(String, String)>,
+    /// Where grants get their etcd lease: [`LeaseMode::Pool`] (the default: a pool of
+    /// pre-granted leases, one per grant) or [`LeaseMode::Session`] (one lease per client and
+    /// TTL, shared by its grants). See the crate documentation for what each costs.
+    pub lease: LeaseMode,
 }
 
 impl Default for EtcdConfig {
@@ -38,6 +43,7 @@ impl Default for EtcdConfig {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             user: None,
+            lease: LeaseMode::default(),
         }
     }
 }
@@ -60,6 +66,12 @@ impl EtcdConfig {
     /// The same configuration with another per-round-trip timeout.
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The same configuration with another [`LeaseMode`].
+    pub fn with_lease(mut self, lease: LeaseMode) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -140,6 +152,7 @@ impl fmt::Debug for EtcdConfig {
                 "user",
                 &self.user.as_ref().map(|(name, _)| (name, "<redacted>")),
             )
+            .field("lease", &self.lease)
             .finish()
     }
 }
