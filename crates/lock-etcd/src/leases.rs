@@ -486,9 +486,7 @@ impl Leases {
                 let closed = state.closed;
                 match state.pools.get_mut(&secs) {
                     Some(pool)
-                        if !closed
-                            && total < POOL_TOTAL
-                            && pool.idle.len() < POOL_PER_TTL =>
+                        if !closed && total < POOL_TOTAL && pool.idle.len() < POOL_PER_TTL =>
                     {
                         pool.idle.push(lease);
                         true

@@ -447,8 +447,7 @@ impl Etcd {
         }
         // The revision of the grant's own write: strictly above every earlier write to the
         // cluster, hence above every earlier token of this lock.
-        let token =
-            u64::try_from(revision).map_err(|_| unavailable("negative etcd revision"))?;
+        let token = u64::try_from(revision).map_err(|_| unavailable("negative etcd revision"))?;
         Ok(Acquired::Granted {
             token: FencingToken(token),
         })
