@@ -90,6 +90,8 @@ pub(crate) struct Held {
     /// The TTL in seconds the server granted that lease.
     pub(crate) ttl: i64,
     pub(crate) session: bool,
+    /// The key is a reader's (under the read-write lock's `s/`).
+    pub(crate) reader: bool,
 }
 
 #[derive(Default)]

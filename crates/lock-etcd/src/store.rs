@@ -9,8 +9,8 @@ use etcd_client::{
     TxnOpResponse, TxnResponse,
 };
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Mode,
-    Result, Subscription,
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
+    Mode, Result, Subscription,
 };
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -18,6 +18,16 @@ use std::time::{Duration, SystemTime};
 /// How often an operation re-reads and retries when a concurrent write changed the lock
 /// between its read and its transaction.
 const CONFLICT_RETRIES: usize = 16;
+
+/// The segment under a read-write lock's prefix that holds its readers' keys (waiting or
+/// granted). Lease ids are upper-case ULIDs, so every other key of the lock sorts before it:
+/// `[lock prefix, lock prefix + "s/")` is the range of the writers' keys.
+const READERS: &str = "s/";
+
+/// True for a request whose key goes under [`READERS`].
+fn is_reader(request: &AcquireRequest) -> bool {
+    request.key.kind() == LockKind::RwMutex && request.mode == Mode::Shared
+}
 
 /// How often `inspect` follows a holder's key to the new lease an extend moved it to.
 const MOVED_RETRIES: usize = 4;
@@ -283,12 +293,32 @@ impl Etcd {
         &self.prefix
     }
 
-    fn own_key(&self, key: &LockKey, lease: LeaseId) -> String {
+    /// A request's key: `{lock prefix}{lease id}`, or `{lock prefix}s/{lease id}` for a reader of
+    /// a read-write lock (`shared`), so readers can compare on the writers' keys alone.
+    fn own_key(&self, key: &LockKey, lease: LeaseId, shared: bool) -> String {
         format!(
-            "{}{}",
+            "{}{}{}",
             lock_prefix(&self.prefix, key),
+            if shared { READERS } else { "" },
             lease.to_ulid_string()
         )
+    }
+
+    /// The request's key and entry, wherever it is (a reader's or another key), if any.
+    async fn find_own(&self, key: &LockKey, lease: LeaseId) -> Result<Option<Entry>> {
+        let candidates: &[bool] = if key.kind() == LockKind::RwMutex {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &shared in candidates {
+            let own_key = self.own_key(key, lease, shared);
+            let (entries, _) = self.read(own_key.into_bytes(), false).await?;
+            if let Some(entry) = entries.into_iter().next() {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads a key (or a prefix): the entries and the revision of the read.
@@ -442,6 +472,7 @@ impl Etcd {
                     lease: t.lease.id,
                     ttl: t.lease.ttl,
                     session: t.session,
+                    reader: is_reader(request),
                 },
             );
         }
@@ -471,7 +502,8 @@ impl Etcd {
         taken: &mut Option<Taken>,
     ) -> Result<Acquired> {
         let base = lock_prefix(&self.prefix, &request.key);
-        let own_key = self.own_key(&request.key, request.lease_id);
+        let reader = is_reader(request);
+        let own_key = self.own_key(&request.key, request.lease_id, reader);
         // An exclusive request that is not already queued tries first with one transaction:
         // granted if the lock has no key at all, else it reads the lock's keys (the read the
         // slow path needs). A re-sent copy of it that finds the first applied reads the own
@@ -516,6 +548,12 @@ impl Etcd {
                 // validity from this one: renew the lease first. The keep-alive is sent after
                 // this attempt, so the lease then lasts at least its TTL past this attempt's
                 // start. Gone meanwhile: busy, and the next attempt starts over.
+                if taken.is_some_and(|t| t.lease.id == mine.lease) {
+                    // This attempt's own first copy applied (a transaction sent again after its
+                    // connection broke): the lease holds the key now, it never goes back to
+                    // the pool.
+                    *taken = None;
+                }
                 if !self.keep_alive(mine.lease).await? {
                     return Ok(Acquired::Busy {
                         retry_after: Some(Duration::ZERO),
@@ -527,6 +565,7 @@ impl Etcd {
                         lease: mine.lease,
                         ttl: mine.stored.lease_ttl,
                         session: mine.stored.session,
+                        reader,
                     },
                 );
                 return Ok(Acquired::Granted {
@@ -548,28 +587,42 @@ impl Etcd {
             if held + ahead + request.weight() <= u64::from(request.limit) {
                 let lease = self.lease_for(request, taken).await?;
                 // Granted only if nothing in the set was created or changed since the read
-                // (deletions only free room). The put names a lease the server keeps at least
-                // the TTL from now, and etcd refuses a put on a lease that no longer exists, so
-                // a grant is never made on a dead lease (no keep-alive after it is needed).
+                // (deletions only free room); for a reader, nothing among the writers' keys
+                // (another reader adds a weight of 1 to a limit of `u32::MAX`: it never changes
+                // the decision). The put names a lease the server keeps at least the TTL from
+                // now, and etcd refuses a put on a lease that no longer exists, so a grant is
+                // never made on a dead lease (no keep-alive after it is needed). Lost the race:
+                // the `Else` branch is the next read.
+                let unchanged = Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1);
+                let unchanged = if reader {
+                    unchanged.with_range(format!("{base}{READERS}"))
+                } else {
+                    unchanged.with_prefix()
+                };
                 let txn = Txn::new()
-                    .when([
-                        Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1)
-                            .with_prefix(),
-                    ])
+                    .when([unchanged])
                     .and_then([TxnOp::put(
                         own_key.clone(),
                         Self::granted_value(request, &lease).encode(),
                         Some(PutOptions::new().with_lease(lease.lease.id)),
+                    )])
+                    .or_else([TxnOp::get(
+                        base.clone(),
+                        Some(GetOptions::new().with_prefix()),
                     )]);
-                match self.txn(txn).await {
-                    Ok((true, grant_revision)) => {
+                match self.txn_response(txn).await {
+                    Ok((response, _)) if response.succeeded() => {
                         if let Some(claim) = mine {
                             self.revoke_quietly(claim.lease).await;
                         }
-                        return self.granted(request, taken, grant_revision);
+                        return self.granted(request, taken, header_revision(response.header())?);
                     }
-                    // Lost a race: read again, with the same lease.
-                    Ok((false, _)) => continue,
+                    // Lost a race (or a copy sent again found the first applied: the read shows
+                    // the own grant, adopted above): read again, with the same lease.
+                    Ok((response, _)) => {
+                        first = Some(range_of(&response)?);
+                        continue;
+                    }
                     Err(e) => {
                         self.unclear(taken).await;
                         return Err(e);
@@ -754,7 +807,6 @@ impl Backend for Etcd {
     /// process or one this process no longer remembers) is read first and deleted by
     /// compare-and-delete.
     async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
-        let own_key = self.own_key(key, lease);
         let not_held = || Error::NotHeld {
             name: key.name().to_owned(),
         };
@@ -773,8 +825,10 @@ impl Backend for Etcd {
             Some(Held {
                 lease: id,
                 session: true,
+                reader,
                 ..
             }) => {
+                let own_key = self.own_key(key, lease, reader);
                 let txn = Txn::new()
                     .when([Compare::lease(own_key.clone(), CompareOp::Equal, id)])
                     .and_then([TxnOp::delete(own_key.clone(), None)]);
@@ -787,8 +841,7 @@ impl Backend for Etcd {
             None => {}
         }
         for _ in 0..CONFLICT_RETRIES {
-            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
-            let Some(entry) = entries.into_iter().next() else {
+            let Some(entry) = self.find_own(key, lease).await? else {
                 return Err(Error::NotHeld {
                     name: key.name().to_owned(),
                 });
@@ -805,7 +858,8 @@ impl Backend for Etcd {
             }
         }
         Err(unavailable(format!(
-            "release of {own_key:?} kept conflicting with concurrent writes"
+            "release of {:?} kept conflicting with concurrent writes",
+            self.own_key(key, lease, false)
         )))
     }
 
@@ -817,7 +871,6 @@ impl Backend for Etcd {
     /// that TTL) in one transaction (the token is kept in the value), then revokes the old
     /// lease if it was the key's own.
     async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
-        let own_key = self.own_key(key, lease);
         let expired = || Error::Expired {
             name: key.name().to_owned(),
         };
@@ -837,10 +890,12 @@ impl Backend for Etcd {
         // Read first; remembered again once the outcome is clear.
         self.leases.forget(lease);
         for _ in 0..CONFLICT_RETRIES {
-            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
-            let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
+            let Some(entry) = self.find_own(key, lease).await?.filter(|e| e.stored.held) else {
                 return Err(expired());
             };
+            let reader = entry
+                .key
+                .ends_with(format!("{READERS}{}", lease.to_ulid_string()).as_bytes());
             // The lease lives at least `ttl` after a keep-alive sent now: keep it alive.
             if entry.stored.lease_ttl >= secs {
                 if !self.keep_alive(entry.lease).await? {
@@ -852,6 +907,7 @@ impl Backend for Etcd {
                         lease: entry.lease,
                         ttl: entry.stored.lease_ttl,
                         session: entry.stored.session,
+                        reader,
                     },
                 );
                 return Ok(());
@@ -868,12 +924,12 @@ impl Backend for Etcd {
             stored.session = new.session;
             let txn = Txn::new()
                 .when([Compare::mod_revision(
-                    own_key.clone(),
+                    entry.key.clone(),
                     CompareOp::Equal,
                     entry.mod_revision,
                 )])
                 .and_then([TxnOp::put(
-                    own_key.clone(),
+                    entry.key.clone(),
                     stored.encode(),
                     Some(PutOptions::new().with_lease(new.lease.id)),
                 )]);
@@ -881,6 +937,7 @@ impl Backend for Etcd {
                 lease: new.lease.id,
                 ttl: new.lease.ttl,
                 session: new.session,
+                reader,
             };
             match self.txn(txn).await {
                 Ok((true, _)) => {
@@ -902,7 +959,8 @@ impl Backend for Etcd {
             }
         }
         Err(unavailable(format!(
-            "extend of {own_key:?} kept conflicting with concurrent writes"
+            "extend of {:?} kept conflicting with concurrent writes",
+            self.own_key(key, lease, false)
         )))
     }
 
@@ -956,44 +1014,42 @@ impl Backend for Etcd {
     async fn force_release(&self, name: &str) -> Result<usize> {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
-        // Every key of the name goes in one transaction, and only if no key was created or
-        // changed since the read (deletions only make less to delete): a holder re-written in
-        // between (an extend moving it to another lease, a waiter's grant) makes it read again
-        // instead of surviving uncounted. Then the leases are revoked, to free them at once.
-        for _ in 0..CONFLICT_RETRIES {
-            let (entries, revision) = self.read(prefix.clone().into_bytes(), true).await?;
-            if entries.is_empty() {
-                return Ok(0);
+        // Every key of the name goes in one write, a range delete that answers the keys it
+        // deleted: the count is exactly the granted leases removed, and a holder re-written
+        // just before (an extend moving it to another lease, a waiter's grant) is removed and
+        // counted with the rest; nothing to retry, whatever the contention. Not sent again
+        // after a broken connection: a second copy would count nothing.
+        let response = rpc(self.timeout, Repeat::No, "delete", || {
+            let mut kv = self.client.kv_client();
+            let prefix = prefix.clone();
+            async move {
+                kv.delete(
+                    prefix,
+                    Some(DeleteOptions::new().with_prefix().with_prev_key()),
+                )
+                .await
             }
-            let txn = Txn::new()
-                .when([
-                    Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
-                        .with_prefix(),
-                ])
-                .and_then([TxnOp::delete(
-                    prefix.clone(),
-                    Some(DeleteOptions::new().with_prefix()),
-                )]);
-            if self.txn(txn).await?.0 {
-                // A holder of this version extends by keep-alive alone, trusting that its key
-                // lives as long as its lease: each lease of a key's own must go too (a shared
-                // session lease must not: its client's other grants live on it).
-                let mut leases: Vec<i64> = entries
-                    .iter()
-                    .filter(|e| !e.stored.session)
-                    .map(|e| e.lease)
-                    .collect();
-                leases.sort_unstable();
-                leases.dedup();
-                for lease in leases {
-                    self.revoke_surely(lease).await?;
-                }
-                return Ok(entries.iter().filter(|e| e.stored.held).count());
-            }
+        })
+        .await?;
+        let deleted: Vec<Entry> = response
+            .prev_kvs()
+            .iter()
+            .filter_map(|kv| Entry::from_kv(kv).ok())
+            .collect();
+        // A holder of this version extends by keep-alive alone, trusting that its key lives as
+        // long as its lease: each lease of a key's own must go too (a shared session lease must
+        // not: its client's other grants live on it).
+        let mut leases: Vec<i64> = deleted
+            .iter()
+            .filter(|e| !e.stored.session && e.lease != 0)
+            .map(|e| e.lease)
+            .collect();
+        leases.sort_unstable();
+        leases.dedup();
+        for lease in leases {
+            self.revoke_surely(lease).await?;
         }
-        Err(unavailable(format!(
-            "force-release of {name:?} kept conflicting with concurrent writes"
-        )))
+        Ok(deleted.iter().filter(|e| e.stored.held).count())
     }
 
     /// Revokes every pooled and session lease (a session's keys go with it) and stops the
@@ -1007,7 +1063,7 @@ impl Backend for Etcd {
             self.client.clone(),
             self.timeout,
             lock_prefix(&self.prefix, &request.key),
-            self.own_key(&request.key, request.lease_id),
+            self.own_key(&request.key, request.lease_id, is_reader(request)),
         ))
     }
 }
