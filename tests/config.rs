@@ -1217,7 +1217,9 @@ fn backends_read_their_own_variables() {
         ("LOCK_POSTGRES_CONNECT_TIMEOUT", "2s"),
         ("LOCK_POSTGRES_LISTEN_URL", "postgres://db:5432/app"),
         ("LOCK_ETCD_CONNECT_TIMEOUT", "3s"),
+        ("LOCK_ETCD_LEASE", "Session"),
     ]);
+    assert_eq!(config.etcd.lease, lock::provider::LeaseMode::Session);
     assert_eq!(config.redis.timeout, Duration::from_millis(250));
     assert_eq!(config.postgres.table_prefix, "app_lock_");
     assert_eq!(config.postgres.max_connections, 9);
@@ -1227,6 +1229,11 @@ fn backends_read_their_own_variables() {
         Some("postgres://db:5432/app")
     );
     assert_eq!(config.etcd.connect_timeout, Duration::from_secs(3));
+    let message = load_err(&[("LOCK_ETCD_LEASE", "per-grant")]);
+    assert_mentions(
+        &message,
+        &["LOCK_ETCD_LEASE", "\"per-grant\"", "\"session\""],
+    );
     let message = load_err(&[("LOCK_POSTGRES_MAX_CONNECTIONS", "many")]);
     assert_mentions(&message, &["LOCK_POSTGRES_MAX_CONNECTIONS", "\"many\""]);
     let message = load_err(&[

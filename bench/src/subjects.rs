@@ -230,6 +230,14 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
             config.provider = Provider::Etcd;
             config.etcd.endpoints = endpoints.clone();
             out.push(contender("etcd", "ours", run, true, every.clone(), ours_from(config)));
+            let session = lock_etcd::EtcdConfig::new(endpoints.clone()).with_lease(lock_etcd::LeaseMode::Session);
+            out.push(contender("etcd", "ours (session lease)", run, true, every.clone(), Box::new(move || {
+                let session = session.clone();
+                Box::pin(async move {
+                    let etcd = lock_etcd::Etcd::connect(session).await?;
+                    Ok(Arc::new(Ours::new(Locker::with_backend(etcd))) as Arc<dyn Subject>)
+                })
+            })));
             out.push(contender("etcd", "etcd-client lock/unlock RPC", run, true, vec![], peers::etcd_rpc(endpoints)));
         }
         None => eprintln!("skipping etcd: LOCK_TEST_ETCD_ENDPOINTS is not set"),

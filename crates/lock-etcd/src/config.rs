@@ -1,5 +1,6 @@
 //! [`EtcdConfig`]: where the cluster is and how long a round trip may take.
 
+use crate::leases::LeaseMode;
 use etcd_client::{Certificate, Identity, TlsOptions};
 use lock_core::settings::{Setting, Settings};
 use lock_core::{Error, Result};
@@ -42,6 +43,10 @@ pub struct EtcdConfig {
     pub client_cert: Option<PathBuf>,
     /// A PEM file holding the private key of [`client_cert`](Self::client_cert). Default: none.
     pub client_key: Option<PathBuf>,
+    /// Where grants get their etcd lease: [`LeaseMode::Pool`] (the default: a pool of
+    /// pre-granted leases, one per grant) or [`LeaseMode::Session`] (one lease per client and
+    /// TTL, shared by its grants). See the crate documentation for what each costs.
+    pub lease: LeaseMode,
 }
 
 impl Default for EtcdConfig {
@@ -55,6 +60,7 @@ impl Default for EtcdConfig {
             ca_cert: None,
             client_cert: None,
             client_key: None,
+            lease: LeaseMode::default(),
         }
     }
 }
@@ -95,6 +101,12 @@ impl EtcdConfig {
         self
     }
 
+    /// The same configuration with another [`LeaseMode`].
+    pub fn with_lease(mut self, lease: LeaseMode) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// Checks the values: at least one endpoint, none empty or holding spaces, `https://` for
     /// all endpoints or none, certificate files only with `https://` and a client certificate
     /// only with its key, timeouts > 0. Errors name the `LOCK_ETCD_*` variable of the field.
@@ -115,6 +127,7 @@ impl EtcdConfig {
         CA_CERT,
         CLIENT_CERT,
         CLIENT_KEY,
+        LEASE,
     ];
 
     /// The defaults, overridden by the `LOCK_ETCD_*` values `given`:
@@ -127,6 +140,7 @@ impl EtcdConfig {
     /// | `LOCK_ETCD_CA_CERT` | (Mozilla's roots) | PEM file of the CA for `https://` endpoints |
     /// | `LOCK_ETCD_CLIENT_CERT` | (none) | PEM file of the client certificate |
     /// | `LOCK_ETCD_CLIENT_KEY` | (none) | PEM file of the client certificate's key |
+    /// | `LOCK_ETCD_LEASE` | `pool` | `pool` (a lease per grant, from a pool) or `session` (one lease per client and TTL) |
     ///
     /// Only parses; [`check`](Self::check) validates the whole.
     ///
@@ -147,6 +161,17 @@ impl EtcdConfig {
         config.ca_cert = given.text(CA_CERT)?.map(PathBuf::from);
         config.client_cert = given.text(CLIENT_CERT)?.map(PathBuf::from);
         config.client_key = given.text(CLIENT_KEY)?.map(PathBuf::from);
+        if let Some(lease) =
+            given.parse(LEASE, |s| match s.trim().to_ascii_lowercase().as_str() {
+                "pool" => Ok(LeaseMode::Pool),
+                "session" => Ok(LeaseMode::Session),
+                other => Err(format!(
+                    "invalid value {other:?} (expected \"pool\" or \"session\")"
+                )),
+            })?
+        {
+            config.lease = lease;
+        }
         Ok(config)
     }
 
@@ -237,6 +262,7 @@ const CONNECT_TIMEOUT: Setting = Setting::new("LOCK_ETCD_CONNECT_TIMEOUT", "etcd
 const CA_CERT: Setting = Setting::new("LOCK_ETCD_CA_CERT", "etcd_ca_cert");
 const CLIENT_CERT: Setting = Setting::new("LOCK_ETCD_CLIENT_CERT", "etcd_client_cert");
 const CLIENT_KEY: Setting = Setting::new("LOCK_ETCD_CLIENT_KEY", "etcd_client_key");
+const LEASE: Setting = Setting::new("LOCK_ETCD_LEASE", "etcd_lease");
 
 fn is_https(endpoint: &str) -> bool {
     endpoint.trim().to_ascii_lowercase().starts_with("https://")
@@ -396,6 +422,7 @@ impl fmt::Debug for EtcdConfig {
                 "user",
                 &self.user.as_ref().map(|(name, _)| (name, "<redacted>")),
             )
+            .field("lease", &self.lease)
             .finish()
     }
 }

@@ -61,6 +61,10 @@ pub(crate) struct Stored {
     /// entries written before it was stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) asked_ttl: Option<i64>,
+    /// True when the key's etcd lease is a session lease, shared with the client's other grants
+    /// (never revoked for one key): absent (false) for a lease of the key's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) session: bool,
     #[serde(default)]
     pub(crate) metadata: Metadata,
 }
@@ -160,6 +164,7 @@ mod tests {
             token: None,
             lease_ttl: 3,
             asked_ttl: Some(1),
+            session: false,
             metadata: [("k".to_owned(), "v\n".to_owned())].into(),
         };
         let back = Stored::decode(b"k", &stored.encode()).unwrap();

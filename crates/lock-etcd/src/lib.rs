@@ -3,8 +3,10 @@
 
 mod config;
 mod keys;
+mod leases;
 mod store;
 mod subscribe;
 
 pub use config::EtcdConfig;
+pub use leases::LeaseMode;
 pub use store::Etcd;

@@ -2,14 +2,15 @@
 
 use crate::config::{EtcdConfig, split_credentials};
 use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
+use crate::leases::{self, Held, Leases, Taken};
 use crate::subscribe;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, TxnResponse,
 };
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, Result,
-    Subscription,
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
+    Mode, Result, Subscription,
 };
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -18,11 +19,22 @@ use std::time::{Duration, SystemTime};
 /// between its read and its transaction.
 const CONFLICT_RETRIES: usize = 16;
 
+/// The segment under a read-write lock's prefix that holds its readers' keys (waiting or
+/// granted). Lease ids are upper-case ULIDs, so every other key of the lock sorts before it:
+/// `[lock prefix, lock prefix + "s/")` is the range of the writers' keys.
+const READERS: &str = "s/";
+
+/// True for a request whose key goes under [`READERS`].
+fn is_reader(request: &AcquireRequest) -> bool {
+    request.key.kind() == LockKind::RwMutex && request.mode == Mode::Shared
+}
+
 /// How often `inspect` follows a holder's key to the new lease an extend moved it to.
 const MOVED_RETRIES: usize = 4;
 
-/// The etcd v3 backend: one etcd lease per grant and per waiting claim, waiters queued in
-/// revision order. Cheap to clone; clones share the connection.
+/// The etcd v3 backend: one etcd lease per grant (from a pool of pre-granted leases) or one
+/// session lease per TTL ([`LeaseMode`](crate::LeaseMode)), one per waiting claim, waiters queued in revision
+/// order. Cheap to clone; clones share the connection and the leases.
 ///
 /// See the crate documentation for the design, the guarantees and the limits.
 #[derive(Clone)]
@@ -30,6 +42,7 @@ pub struct Etcd {
     client: Client,
     prefix: String,
     timeout: Duration,
+    leases: Leases,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -37,6 +50,7 @@ impl std::fmt::Debug for Etcd {
         f.debug_struct("Etcd")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
+            .field("lease", &self.leases.mode())
             .finish_non_exhaustive()
     }
 }
@@ -54,7 +68,7 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    fn into_error(self, what: &str, timeout: Duration) -> Error {
+    pub(crate) fn into_error(self, what: &str, timeout: Duration) -> Error {
         match self {
             Failure::Etcd(e) => unavailable(e),
             Failure::TimedOut => unavailable(std::io::Error::new(
@@ -177,6 +191,25 @@ fn check_lease_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The keys and revision a transaction's `Get` (in its taken branch) read.
+fn range_of(response: &TxnResponse) -> Result<(Vec<Entry>, i64)> {
+    let revision = header_revision(response.header())?;
+    let get = response
+        .op_responses()
+        .into_iter()
+        .find_map(|op| match op {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        })
+        .ok_or_else(|| unavailable("etcd transaction answered without its read"))?;
+    let entries = get
+        .kvs()
+        .iter()
+        .map(Entry::from_kv)
+        .collect::<Result<Vec<_>>>()?;
+    Ok((entries, revision))
+}
+
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64> {
     header
         .map(etcd_client::ResponseHeader::revision)
@@ -247,6 +280,7 @@ impl Etcd {
             }
         };
         let etcd = Etcd {
+            leases: Leases::start(client.clone(), config.request_timeout, config.lease),
             client,
             prefix: config.prefix.clone(),
             timeout: config.request_timeout,
@@ -281,12 +315,32 @@ impl Etcd {
         &self.prefix
     }
 
-    fn own_key(&self, key: &LockKey, lease: LeaseId) -> String {
+    /// A request's key: `{lock prefix}{lease id}`, or `{lock prefix}s/{lease id}` for a reader of
+    /// a read-write lock (`shared`), so readers can compare on the writers' keys alone.
+    fn own_key(&self, key: &LockKey, lease: LeaseId, shared: bool) -> String {
         format!(
-            "{}{}",
+            "{}{}{}",
             lock_prefix(&self.prefix, key),
+            if shared { READERS } else { "" },
             lease.to_ulid_string()
         )
+    }
+
+    /// The request's key and entry, wherever it is (a reader's or another key), if any.
+    async fn find_own(&self, key: &LockKey, lease: LeaseId) -> Result<Option<Entry>> {
+        let candidates: &[bool] = if key.kind() == LockKind::RwMutex {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &shared in candidates {
+            let own_key = self.own_key(key, lease, shared);
+            let (entries, _) = self.read(own_key.into_bytes(), false).await?;
+            if let Some(entry) = entries.into_iter().next() {
+                return Ok(Some(entry));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads a key (or a prefix): the entries and the revision of the read.
@@ -310,27 +364,8 @@ impl Etcd {
     /// Grants a lease of at least `ttl`: its id and the TTL in seconds the server granted (etcd
     /// raises a TTL below its minimum, about 2 s on a default cluster).
     async fn grant_lease(&self, ttl: Duration) -> Result<(i64, i64)> {
-        let response = rpc(self.timeout, Repeat::No, "lease grant", || {
-            let mut lease = self.client.lease_client();
-            async move { lease.grant(lease_secs(ttl), None).await }
-        })
-        .await?;
-        if !response.error().is_empty() {
-            return Err(unavailable(format!(
-                "etcd lease grant failed: {}",
-                response.error()
-            )));
-        }
-        if response.ttl() < lease_secs(ttl) {
-            // Never seen: etcd only raises TTLs. A shorter lease would break the caller's
-            // validity, so it is not used.
-            self.revoke_quietly(response.id()).await;
-            return Err(unavailable(format!(
-                "etcd granted a lease of {} s for a TTL of {ttl:?}",
-                response.ttl()
-            )));
-        }
-        Ok((response.id(), response.ttl()))
+        let lease = leases::grant(&self.client, self.timeout, lease_secs(ttl)).await?;
+        Ok((lease.id, lease.ttl))
     }
 
     /// Revokes a lease, ignoring failures: it expires by itself anyway.
@@ -340,36 +375,30 @@ impl Etcd {
         }
     }
 
+    /// Revokes a lease, trying a few times.
+    ///
+    /// # Errors
+    ///
+    /// `ProviderUnavailable` when every try failed.
+    async fn revoke_surely(&self, lease: i64) -> Result<()> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.revoke(lease).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| unavailable("lease revoke failed")))
+    }
+
     /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
     async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        let renewed = call_repeating(self.timeout, Repeat::Once, || {
-            let mut client = self.client.lease_client();
-            async move { client.keep_alive(lease).await }
-        })
-        .await;
-        match renewed {
-            Ok(_) => Ok(true),
-            Err(Failure::Etcd(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-            Err(f) => Err(f.into_error("lease keep-alive", self.timeout)),
-        }
+        leases::keep_alive(&self.client, self.timeout, lease).await
     }
 
     /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
     async fn revoke(&self, lease: i64) -> Result<bool> {
-        let revoked = call_repeating(self.timeout, Repeat::Once, || {
-            let mut client = self.client.lease_client();
-            async move { client.revoke(lease).await }
-        })
-        .await;
-        match revoked {
-            Ok(_) => Ok(true),
-            Err(Failure::Etcd(etcd_client::Error::GRpcStatus(status)))
-                if status.message().contains("lease not found") =>
-            {
-                Ok(false)
-            }
-            Err(f) => Err(f.into_error("lease revoke", self.timeout)),
-        }
+        leases::revoke(&self.client, self.timeout, lease).await
     }
 
     /// Runs a compare-guarded transaction: the answer, and whether it was sent twice (its
@@ -400,29 +429,167 @@ impl Etcd {
         Ok((response.succeeded(), header_revision(response.header())?))
     }
 
-    /// One acquisition attempt on a consistent read of the lock's entries.
+    /// One acquisition attempt. The etcd lease a grant is made on is taken once (from the pool
+    /// or the session, [`LeaseMode`](crate::LeaseMode)) and kept across conflict retries; unused, it goes back.
     async fn try_acquire(&self, request: &AcquireRequest) -> Result<Acquired> {
         check_lease_ttl(request.ttl)?;
+        let mut taken = None;
+        let result = self.attempt(request, &mut taken).await;
+        if let Some(taken) = taken {
+            self.leases.give_back(taken).await;
+        }
+        result
+    }
+
+    /// The lease for this attempt's grant, that the server keeps at least the request's TTL
+    /// from now: taken on first use, renewed if it got too old while the attempt retried.
+    async fn lease_for(
+        &self,
+        request: &AcquireRequest,
+        taken: &mut Option<Taken>,
+    ) -> Result<Taken> {
+        match taken {
+            Some(t) => {
+                if let Err(e) = self.leases.ensure(t, request.ttl).await {
+                    *taken = None;
+                    return Err(e);
+                }
+                Ok(*t)
+            }
+            None => {
+                let t = self.leases.take(request.ttl).await?;
+                *taken = Some(t);
+                Ok(t)
+            }
+        }
+    }
+
+    /// The value of a grant on `lease`.
+    fn granted_value(request: &AcquireRequest, lease: &Taken) -> Stored {
+        Stored {
+            held: true,
+            owner: request.owner.to_string(),
+            mode: request.mode,
+            permits: request.permits,
+            limit: request.limit,
+            token: None,
+            lease_ttl: lease.lease.ttl,
+            asked_ttl: Some(lease_secs(request.ttl)),
+            session: lease.session,
+            metadata: (*request.metadata).clone(),
+        }
+    }
+
+    /// A grant's transaction applied at `revision`: the lease is the grant's now.
+    fn granted(
+        &self,
+        request: &AcquireRequest,
+        taken: &mut Option<Taken>,
+        revision: i64,
+    ) -> Result<Acquired> {
+        if let Some(t) = taken.take() {
+            self.leases.remember(
+                request.lease_id,
+                Held {
+                    lease: t.lease.id,
+                    ttl: t.lease.ttl,
+                    session: t.session,
+                    reader: is_reader(request),
+                },
+            );
+        }
+        // The revision of the grant's own write: strictly above every earlier write to the
+        // cluster, hence above every earlier token of this lock.
+        let token = u64::try_from(revision).map_err(|_| unavailable("negative etcd revision"))?;
+        Ok(Acquired::Granted {
+            token: FencingToken(token),
+        })
+    }
+
+    /// A grant's transaction ended without a clear answer: its lease may hold the key. A lease
+    /// of its own is revoked, so a grant nobody heard of cannot linger; on a session lease the
+    /// key stays until the caller releases the lease id (as it does when it gives up) or
+    /// adopts it on its next attempt.
+    async fn unclear(&self, taken: &mut Option<Taken>) {
+        if let Some(t) = taken.take()
+            && !t.session
+        {
+            self.revoke_quietly(t.lease.id).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: &AcquireRequest,
+        taken: &mut Option<Taken>,
+    ) -> Result<Acquired> {
         let base = lock_prefix(&self.prefix, &request.key);
-        let own_key = self.own_key(&request.key, request.lease_id);
+        let reader = is_reader(request);
+        let own_key = self.own_key(&request.key, request.lease_id, reader);
+        // An exclusive request that is not already queued tries first with one transaction:
+        // granted if the lock has no key at all, else it reads the lock's keys (the read the
+        // slow path needs). A re-sent copy of it that finds the first applied reads the own
+        // grant and adopts it below.
+        let mut first = None;
+        if request.mode == Mode::Exclusive && !self.leases.is_waiting(request.lease_id) {
+            let lease = self.lease_for(request, taken).await?;
+            let txn = Txn::new()
+                .when([Compare::version(base.clone(), CompareOp::Equal, 0).with_prefix()])
+                .and_then([TxnOp::put(
+                    own_key.clone(),
+                    Self::granted_value(request, &lease).encode(),
+                    Some(PutOptions::new().with_lease(lease.lease.id)),
+                )])
+                .or_else([TxnOp::get(
+                    base.clone(),
+                    Some(GetOptions::new().with_prefix()),
+                )]);
+            match self.txn_response(txn).await {
+                Ok((response, _)) if response.succeeded() => {
+                    return self.granted(request, taken, header_revision(response.header())?);
+                }
+                Ok((response, _)) => first = Some(range_of(&response)?),
+                Err(e) => {
+                    self.unclear(taken).await;
+                    return Err(e);
+                }
+            }
+        }
         for _ in 0..CONFLICT_RETRIES {
-            let (entries, revision) = self.read(base.clone().into_bytes(), true).await?;
+            let (entries, revision) = match first.take() {
+                Some(read) => read,
+                None => self.read(base.clone().into_bytes(), true).await?,
+            };
             if let Some(other) = entries.iter().find(|e| e.stored.limit != request.limit) {
                 return Err(request.limit_mismatch(other.stored.limit));
             }
             let mine = entries.iter().find(|e| e.key == own_key.as_bytes());
             if let Some(mine) = mine.filter(|m| m.stored.held) {
-                // A re-sent request whose grant went through (its reply, or the check after
-                // it, was lost). Its lease was granted for an earlier attempt, but the caller
-                // counts the grant's validity from this one: renew the lease first. The
-                // keep-alive is sent after this attempt, so the lease then lasts at least its
-                // TTL past this attempt's start. Gone meanwhile: busy, and the next attempt
-                // starts over.
+                // A re-sent request whose grant went through (its reply was lost). Its lease
+                // was granted for an earlier attempt, but the caller counts the grant's
+                // validity from this one: renew the lease first. The keep-alive is sent after
+                // this attempt, so the lease then lasts at least its TTL past this attempt's
+                // start. Gone meanwhile: busy, and the next attempt starts over.
+                if taken.is_some_and(|t| t.lease.id == mine.lease) {
+                    // This attempt's own first copy applied (a transaction sent again after its
+                    // connection broke): the lease holds the key now, it never goes back to
+                    // the pool.
+                    *taken = None;
+                }
                 if !self.keep_alive(mine.lease).await? {
                     return Ok(Acquired::Busy {
                         retry_after: Some(Duration::ZERO),
                     });
                 }
+                self.leases.remember(
+                    request.lease_id,
+                    Held {
+                        lease: mine.lease,
+                        ttl: mine.stored.lease_ttl,
+                        session: mine.stored.session,
+                        reader,
+                    },
+                );
                 return Ok(Acquired::Granted {
                     token: FencingToken(mine.token()),
                 });
@@ -440,58 +607,46 @@ impl Etcd {
                 .sum();
 
             if held + ahead + request.weight() <= u64::from(request.limit) {
-                let (lease, granted_ttl) = self.grant_lease(request.ttl).await?;
-                let stored = Stored {
-                    held: true,
-                    owner: request.owner.to_string(),
-                    mode: request.mode,
-                    permits: request.permits,
-                    limit: request.limit,
-                    token: None,
-                    lease_ttl: granted_ttl,
-                    asked_ttl: Some(lease_secs(request.ttl)),
-                    metadata: (*request.metadata).clone(),
-                };
+                let lease = self.lease_for(request, taken).await?;
                 // Granted only if nothing in the set was created or changed since the read
-                // (deletions only free room). The put names the fresh lease: etcd refuses a put
-                // on a lease that no longer exists, so a grant is never made on a dead lease.
+                // (deletions only free room); for a reader, nothing among the writers' keys
+                // (another reader adds a weight of 1 to a limit of `u32::MAX`: it never changes
+                // the decision). The put names a lease the server keeps at least the TTL from
+                // now, and etcd refuses a put on a lease that no longer exists, so a grant is
+                // never made on a dead lease (no keep-alive after it is needed). Lost the race:
+                // the `Else` branch is the next read.
+                let unchanged = Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1);
+                let unchanged = if reader {
+                    unchanged.with_range(format!("{base}{READERS}"))
+                } else {
+                    unchanged.with_prefix()
+                };
                 let txn = Txn::new()
-                    .when([
-                        Compare::mod_revision(base.clone(), CompareOp::Less, revision + 1)
-                            .with_prefix(),
-                    ])
+                    .when([unchanged])
                     .and_then([TxnOp::put(
                         own_key.clone(),
-                        stored.encode(),
-                        Some(PutOptions::new().with_lease(lease)),
+                        Self::granted_value(request, &lease).encode(),
+                        Some(PutOptions::new().with_lease(lease.lease.id)),
+                    )])
+                    .or_else([TxnOp::get(
+                        base.clone(),
+                        Some(GetOptions::new().with_prefix()),
                     )]);
-                match self.txn(txn).await {
-                    Ok((true, grant_revision)) => {
+                match self.txn_response(txn).await {
+                    Ok((response, _)) if response.succeeded() => {
                         if let Some(claim) = mine {
                             self.revoke_quietly(claim.lease).await;
                         }
-                        // A waiter re-checks its new lease is alive before it reports the
-                        // grant (the trap Jepsen found in etcd 3.4.3's lock RPC, where a waiter
-                        // whose session had expired was told it held the lock).
-                        if request.claim.is_some() && !self.keep_alive(lease).await? {
-                            return Ok(Acquired::Busy {
-                                retry_after: Some(Duration::ZERO),
-                            });
-                        }
-                        // The revision of the grant's own write: strictly above every earlier
-                        // write to the cluster, hence above every earlier token of this lock.
-                        let token = u64::try_from(grant_revision)
-                            .map_err(|_| unavailable("negative etcd revision"))?;
-                        return Ok(Acquired::Granted {
-                            token: FencingToken(token),
-                        });
+                        return self.granted(request, taken, header_revision(response.header())?);
                     }
-                    Ok((false, _)) => {
-                        self.revoke_quietly(lease).await;
+                    // Lost a race (or a copy sent again found the first applied: the read shows
+                    // the own grant, adopted above): read again, with the same lease.
+                    Ok((response, _)) => {
+                        first = Some(range_of(&response)?);
                         continue;
                     }
                     Err(e) => {
-                        self.revoke_quietly(lease).await;
+                        self.unclear(taken).await;
                         return Err(e);
                     }
                 }
@@ -503,6 +658,7 @@ impl Etcd {
             if let Some(mine) = mine
                 && self.keep_alive(mine.lease).await?
             {
+                self.leases.mark_waiting(request.lease_id);
                 return Ok(Acquired::Busy { retry_after: None });
             }
             // No claim yet (or it expired): queue at the back, in revision order.
@@ -516,6 +672,7 @@ impl Etcd {
                 token: None,
                 lease_ttl: granted_ttl,
                 asked_ttl: Some(lease_secs(claim_ttl)),
+                session: false,
                 metadata: Default::default(),
             };
             let txn = Txn::new()
@@ -530,7 +687,10 @@ impl Etcd {
                     Some(PutOptions::new().with_lease(lease)),
                 )]);
             match self.txn(txn).await {
-                Ok((true, _)) => return Ok(Acquired::Busy { retry_after: None }),
+                Ok((true, _)) => {
+                    self.leases.mark_waiting(request.lease_id);
+                    return Ok(Acquired::Busy { retry_after: None });
+                }
                 Ok((false, _)) => {
                     self.revoke_quietly(lease).await;
                     continue;
@@ -560,10 +720,22 @@ impl Etcd {
     async fn settle_move(
         &self,
         entry: &Entry,
-        new_lease: i64,
+        new: Taken,
         unclear: Error,
         expired: Error,
     ) -> Result<()> {
+        let new_lease = new.lease.id;
+        // A session lease is shared: never revoked for one key.
+        let revoke_new = || async {
+            if !new.session {
+                self.revoke_quietly(new_lease).await;
+            }
+        };
+        let revoke_old = || async {
+            if !entry.stored.session {
+                self.revoke_quietly(entry.lease).await;
+            }
+        };
         let mut stored = entry.stored.clone();
         stored.token = Some(entry.token());
         let fence = Txn::new()
@@ -582,7 +754,7 @@ impl Etcd {
             return Err(unclear);
         };
         if response.succeeded() {
-            self.revoke_quietly(new_lease).await;
+            revoke_new().await;
             return Err(unclear);
         }
         let now = response.op_responses().into_iter().find_map(|op| match op {
@@ -591,16 +763,16 @@ impl Etcd {
         });
         match now {
             Some(Some(Ok(now))) if now.lease == new_lease && now.stored.held => {
-                self.revoke_quietly(entry.lease).await;
+                revoke_old().await;
                 Ok(())
             }
             Some(Some(Ok(now))) if now.lease != new_lease && now.stored.held => {
-                self.revoke_quietly(new_lease).await;
+                revoke_new().await;
                 Err(unclear)
             }
             Some(None | Some(Ok(_))) => {
                 // Gone, or no longer a granted lease: not held any more.
-                self.revoke_quietly(new_lease).await;
+                revoke_new().await;
                 Err(expired)
             }
             Some(Some(Err(_))) | None => Err(unclear),
@@ -627,7 +799,7 @@ impl Etcd {
             )])
             .and_then([TxnOp::delete(entry.key.clone(), None)]);
         let (deleted, _) = self.txn(txn).await?;
-        if deleted {
+        if deleted && !entry.stored.session {
             self.revoke_quietly(entry.lease).await;
         }
         Ok(deleted)
@@ -650,11 +822,48 @@ impl Backend for Etcd {
         self.try_acquire(request).await
     }
 
+    /// A grant of this process on a lease of its own is released by revoking that lease (one
+    /// proposal: etcd deletes the key with it, and watchers see the delete); "lease not found"
+    /// means it had expired or was force-released: `NotHeld`. A grant on a session lease is
+    /// deleted if it is still on that lease. Anything else (a waiting claim, a grant of another
+    /// process or one this process no longer remembers) is read first and deleted by
+    /// compare-and-delete.
     async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
-        let own_key = self.own_key(key, lease);
+        let not_held = || Error::NotHeld {
+            name: key.name().to_owned(),
+        };
+        match self.leases.forget(lease) {
+            Some(Held {
+                lease: id,
+                session: false,
+                ..
+            }) => {
+                return if self.revoke(id).await? {
+                    Ok(())
+                } else {
+                    Err(not_held())
+                };
+            }
+            Some(Held {
+                lease: id,
+                session: true,
+                reader,
+                ..
+            }) => {
+                let own_key = self.own_key(key, lease, reader);
+                let txn = Txn::new()
+                    .when([Compare::lease(own_key.clone(), CompareOp::Equal, id)])
+                    .and_then([TxnOp::delete(own_key.clone(), None)]);
+                return if self.txn(txn).await?.0 {
+                    Ok(())
+                } else {
+                    Err(not_held())
+                };
+            }
+            None => {}
+        }
         for _ in 0..CONFLICT_RETRIES {
-            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
-            let Some(entry) = entries.into_iter().next() else {
+            let Some(entry) = self.find_own(key, lease).await? else {
                 return Err(Error::NotHeld {
                     name: key.name().to_owned(),
                 });
@@ -671,67 +880,109 @@ impl Backend for Etcd {
             }
         }
         Err(unavailable(format!(
-            "release of {own_key:?} kept conflicting with concurrent writes"
+            "release of {:?} kept conflicting with concurrent writes",
+            self.own_key(key, lease, false)
         )))
     }
 
-    /// Extending with the TTL the lease was granted with (in whole seconds, rounded up) is an
-    /// etcd keep-alive. Another TTL moves the key to a fresh etcd lease of that TTL in one
-    /// transaction (the token is kept in the value), then revokes the old lease.
+    /// A grant of this process on a lease of its own whose TTL covers `ttl` is extended by one
+    /// keep-alive of that lease, without a read: its key lives exactly as long as its lease
+    /// (every deletion of such a key here revokes its lease). Otherwise the key is read (gone,
+    /// or only a claim: `Expired`); if its lease's TTL covers `ttl`, the lease is kept alive.
+    /// A longer TTL moves the key to a lease for that TTL (from the pool, or the session for
+    /// that TTL) in one transaction (the token is kept in the value), then revokes the old
+    /// lease if it was the key's own.
     async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
-        let own_key = self.own_key(key, lease);
         let expired = || Error::Expired {
             name: key.name().to_owned(),
         };
         check_lease_ttl(ttl)?;
         let secs = lease_secs(ttl);
+        if let Some(held) = self.leases.held(lease)
+            && !held.session
+            && held.ttl >= secs
+        {
+            return if self.keep_alive(held.lease).await? {
+                Ok(())
+            } else {
+                self.leases.forget(lease);
+                Err(expired())
+            };
+        }
+        // Read first; remembered again once the outcome is clear.
+        self.leases.forget(lease);
         for _ in 0..CONFLICT_RETRIES {
-            let (entries, _) = self.read(own_key.clone().into_bytes(), false).await?;
-            let Some(entry) = entries.into_iter().next().filter(|e| e.stored.held) else {
+            let Some(entry) = self.find_own(key, lease).await?.filter(|e| e.stored.held) else {
                 return Err(expired());
             };
-            // A fresh lease for `secs` would get the TTL the current one has: keep it alive.
-            if entry.stored.lease_ttl == secs || entry.stored.asked_ttl == Some(secs) {
-                return if self.keep_alive(entry.lease).await? {
-                    Ok(())
-                } else {
-                    Err(expired())
-                };
+            let reader = entry
+                .key
+                .ends_with(format!("{READERS}{}", lease.to_ulid_string()).as_bytes());
+            // The lease lives at least `ttl` after a keep-alive sent now: keep it alive.
+            if entry.stored.lease_ttl >= secs {
+                if !self.keep_alive(entry.lease).await? {
+                    return Err(expired());
+                }
+                self.leases.remember(
+                    lease,
+                    Held {
+                        lease: entry.lease,
+                        ttl: entry.stored.lease_ttl,
+                        session: entry.stored.session,
+                        reader,
+                    },
+                );
+                return Ok(());
             }
             // Keep the old lease alive while the key moves, and make sure it still is.
             if !self.keep_alive(entry.lease).await? {
                 return Err(expired());
             }
-            let (new_lease, granted_ttl) = self.grant_lease(ttl).await?;
+            let new = self.leases.take(ttl).await?;
             let mut stored = entry.stored.clone();
             stored.token = Some(entry.token());
-            stored.lease_ttl = granted_ttl;
+            stored.lease_ttl = new.lease.ttl;
             stored.asked_ttl = Some(secs);
+            stored.session = new.session;
             let txn = Txn::new()
                 .when([Compare::mod_revision(
-                    own_key.clone(),
+                    entry.key.clone(),
                     CompareOp::Equal,
                     entry.mod_revision,
                 )])
                 .and_then([TxnOp::put(
-                    own_key.clone(),
+                    entry.key.clone(),
                     stored.encode(),
-                    Some(PutOptions::new().with_lease(new_lease)),
+                    Some(PutOptions::new().with_lease(new.lease.id)),
                 )]);
+            let moved = Held {
+                lease: new.lease.id,
+                ttl: new.lease.ttl,
+                session: new.session,
+                reader,
+            };
             match self.txn(txn).await {
                 Ok((true, _)) => {
-                    self.revoke_quietly(entry.lease).await;
+                    if !entry.stored.session {
+                        self.revoke_quietly(entry.lease).await;
+                    }
+                    self.leases.remember(lease, moved);
                     return Ok(());
                 }
                 // The compare definitely failed: the key is not on the new lease.
-                Ok((false, _)) => self.revoke_quietly(new_lease).await,
+                Ok((false, _)) => self.leases.give_back(new).await,
                 // The move may have applied (its answer lost), or may still apply: revoking the
                 // new lease could delete the holder's key. Settle it first.
-                Err(e) => return self.settle_move(&entry, new_lease, e, expired()).await,
+                Err(e) => {
+                    self.settle_move(&entry, new, e, expired()).await?;
+                    self.leases.remember(lease, moved);
+                    return Ok(());
+                }
             }
         }
         Err(unavailable(format!(
-            "extend of {own_key:?} kept conflicting with concurrent writes"
+            "extend of {:?} kept conflicting with concurrent writes",
+            self.own_key(key, lease, false)
         )))
     }
 
@@ -785,34 +1036,48 @@ impl Backend for Etcd {
     async fn force_release(&self, name: &str) -> Result<usize> {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
-        // Every key of the name goes in one transaction, and only if no key was created or
-        // changed since the read (deletions only make less to delete): a holder re-written in
-        // between (an extend moving it to another lease, a waiter's grant) makes it read again
-        // instead of surviving uncounted. Then the leases are revoked, to free them at once.
-        for _ in 0..CONFLICT_RETRIES {
-            let (entries, revision) = self.read(prefix.clone().into_bytes(), true).await?;
-            if entries.is_empty() {
-                return Ok(0);
+        // Every key of the name goes in one write, a range delete that answers the keys it
+        // deleted: the count is exactly the granted leases removed, and a holder re-written
+        // just before (an extend moving it to another lease, a waiter's grant) is removed and
+        // counted with the rest; nothing to retry, whatever the contention. Not sent again
+        // after a broken connection: a second copy would count nothing.
+        let response = rpc(self.timeout, Repeat::No, "delete", || {
+            let mut kv = self.client.kv_client();
+            let prefix = prefix.clone();
+            async move {
+                kv.delete(
+                    prefix,
+                    Some(DeleteOptions::new().with_prefix().with_prev_key()),
+                )
+                .await
             }
-            let txn = Txn::new()
-                .when([
-                    Compare::mod_revision(prefix.clone(), CompareOp::Less, revision + 1)
-                        .with_prefix(),
-                ])
-                .and_then([TxnOp::delete(
-                    prefix.clone(),
-                    Some(DeleteOptions::new().with_prefix()),
-                )]);
-            if self.txn(txn).await?.0 {
-                for entry in &entries {
-                    self.revoke_quietly(entry.lease).await;
-                }
-                return Ok(entries.iter().filter(|e| e.stored.held).count());
-            }
+        })
+        .await?;
+        let deleted: Vec<Entry> = response
+            .prev_kvs()
+            .iter()
+            .filter_map(|kv| Entry::from_kv(kv).ok())
+            .collect();
+        // A holder of this version extends by keep-alive alone, trusting that its key lives as
+        // long as its lease: each lease of a key's own must go too (a shared session lease must
+        // not: its client's other grants live on it).
+        let mut leases: Vec<i64> = deleted
+            .iter()
+            .filter(|e| !e.stored.session && e.lease != 0)
+            .map(|e| e.lease)
+            .collect();
+        leases.sort_unstable();
+        leases.dedup();
+        for lease in leases {
+            self.revoke_surely(lease).await?;
         }
-        Err(unavailable(format!(
-            "force-release of {name:?} kept conflicting with concurrent writes"
-        )))
+        Ok(deleted.iter().filter(|e| e.stored.held).count())
+    }
+
+    /// Revokes every pooled and session lease (a session's keys go with it) and stops the
+    /// background task; later grants get leases of their own.
+    async fn close(&self) {
+        self.leases.close().await;
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
@@ -820,7 +1085,7 @@ impl Backend for Etcd {
             self.client.clone(),
             self.timeout,
             lock_prefix(&self.prefix, &request.key),
-            self.own_key(&request.key, request.lease_id),
+            self.own_key(&request.key, request.lease_id, is_reader(request)),
         ))
     }
 }

@@ -28,6 +28,7 @@
 //! | `LOCK_ETCD_CA_CERT` | (Mozilla's roots) | PEM file of the CA the cluster's certificates chain to (`https://` endpoints) |
 //! | `LOCK_ETCD_CLIENT_CERT` | (none) | PEM file of the client certificate (a cluster with `--client-cert-auth`) |
 //! | `LOCK_ETCD_CLIENT_KEY` | (none) | PEM file of that certificate's private key |
+//! | `LOCK_ETCD_LEASE` | `pool` | `pool`: each grant has its own etcd lease, from a pool granted ahead; `session`: one lease per client and TTL, as etcd's `concurrency` package (fewer proposals; a live process keeps its leaked guards alive) |
 //!
 //! Each backend owns and parses its own variables (`RedisConfig::from_settings`,
 //! `PostgresConfig::from_settings`, `EtcdConfig::from_settings`, through

@@ -73,7 +73,7 @@ pub mod provider {
 
     #[cfg(feature = "etcd")]
     #[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
-    pub use lock_etcd::{Etcd, EtcdConfig};
+    pub use lock_etcd::{Etcd, EtcdConfig, LeaseMode};
 
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
