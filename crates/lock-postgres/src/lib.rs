@@ -361,10 +361,13 @@ impl Inner {
     /// Releases every advisory lock of the session (also one granted as a `lock_timeout`
     /// fired) and keeps it for reuse; a session that fails is closed.
     async fn park(&self, mut session: Session) {
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut session.conn)
-            .await
-            .is_ok();
+        // Also clears the `lock_timeout` of a wait that timed out, so the next acquisition on
+        // this session does not inherit it (review finding PG-9).
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false)")
+                .execute(&mut session.conn)
+                .await
+                .is_ok();
         if unlocked {
             let mut idle = locked(&self.sessions.idle);
             if idle.len() < IDLE_SESSIONS {

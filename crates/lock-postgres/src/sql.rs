@@ -442,7 +442,13 @@ impl Sql {
             live_pids.retain(|pid| *pid != own);
         }
         // Hung holders: their leases expired but their sessions still hold the advisory lock.
-        terminate(&mut tx, &live_pids, crate::TERMINATE_WAIT_MS).await?;
+        // A session that did not end within the wait keeps its record (the reap is rolled
+        // back), so a later contender ends it (review finding PG-10).
+        if !terminate(&mut tx, &live_pids, crate::TERMINATE_WAIT_MS).await? {
+            tx.rollback().await?;
+            let retry_after = Some(Duration::from_millis(100));
+            return Ok(Ok((Acquired::Busy { retry_after }, false)));
+        }
         let terminated = !live_pids.is_empty();
         let claims_reaped = self
             .q(&self.reap_claims)
@@ -521,16 +527,17 @@ impl Sql {
                 .bind(kind)
                 .fetch_one(&mut *tx)
                 .await?;
+            // Escaped like names: PostgreSQL text cannot hold NUL (review finding PG-8).
             let (keys, values): (Vec<String>, Vec<String>) = request
                 .metadata
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (self::stored(k).into_owned(), self::stored(v).into_owned()))
                 .unzip();
             self.q(&self.insert_lease)
                 .bind(name)
                 .bind(kind)
                 .bind(&lease_id)
-                .bind(&*request.owner)
+                .bind(self::stored(&request.owner))
                 .bind(request.mode == Mode::Exclusive)
                 .bind(i64::from(request.permits))
                 .bind(weight)
@@ -711,6 +718,13 @@ impl Sql {
                 continue;
             };
             let key = LockKey::new(name, kind)?;
+            let unstored_or = |text: String| unstored(&text).unwrap_or(text);
+            let owner = unstored_or(owner);
+            let metadata = keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| (unstored_or(k), unstored_or(v)))
+                .collect();
             let remaining = Duration::from_micros(u64::try_from(remaining).unwrap_or(0));
             holders.push(LockInfo::new(
                 &key,
@@ -723,7 +737,7 @@ impl Sql {
                 },
                 u32::try_from(permits).unwrap_or(u32::MAX),
                 wall + remaining,
-                keys.into_iter().zip(values).collect(),
+                metadata,
             ));
         }
         Ok(holders)
@@ -764,7 +778,13 @@ impl Sql {
             .iter()
             .filter_map(|(_, pid, live)| pid.filter(|_| *live))
             .collect();
-        terminate(&mut tx, &pids, crate::TERMINATE_WAIT_MS).await?;
+        if !terminate(&mut tx, &pids, crate::TERMINATE_WAIT_MS).await? {
+            // Keep the records of sessions that did not end (review finding PG-10).
+            tx.rollback().await?;
+            return Err(sqlx::Error::Protocol(
+                "a holder's session did not end within the wait".to_owned(),
+            ));
+        }
         for kind in KINDS {
             if let Ok(key) = LockKey::new(name, kind) {
                 self.notify(&mut tx, &key).await?;
@@ -796,20 +816,26 @@ pub(crate) async fn terminate_now(
     tx.commit().await
 }
 
+/// Ends the sessions `pids`; true when every one of them ended within `wait_ms` (PostgreSQL's
+/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10).
+///
+/// A named statement: only advisory mode ends sessions (lease mode never does, review finding
+/// PG-1), and advisory mode needs session-level connections anyway (PG-11).
 pub(crate) async fn terminate(
     conn: &mut PgConnection,
     pids: &[i32],
     wait_ms: i64,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     if pids.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
-    sqlx::query("SELECT pg_terminate_backend(p, $2) FROM unnest($1::int4[]) AS p")
-        .bind(pids)
-        .bind(wait_ms)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let (ended,): (Option<bool>,) =
+        sqlx::query_as("SELECT bool_and(pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p")
+            .bind(pids)
+            .bind(wait_ms)
+            .fetch_one(conn)
+            .await?;
+    Ok(ended.unwrap_or(true))
 }
 
 #[cfg(test)]
