@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 
 /// Idle advisory sessions kept for reuse (per [`Postgres`]).
 const IDLE_SESSIONS: usize = 4;
+/// How often each [`Postgres`] runs the row clean-up, and the most rows one run deletes.
+const CLEAN_UP_EVERY: Duration = Duration::from_secs(60);
+const CLEAN_UP_BATCH: i64 = 1000;
 /// How long a contender waits for the session of an expired or force-released lease to end.
 const TERMINATE_WAIT_MS: i64 = 5000;
 
@@ -38,6 +41,7 @@ struct Inner {
     sql: Sql,
     notifier: Notifier,
     listener: StdMutex<Option<JoinHandle<()>>>,
+    sweeper: StdMutex<Option<JoinHandle<()>>>,
     sessions: Sessions,
 }
 
@@ -139,17 +143,36 @@ impl Postgres {
             .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(listen_options);
         let listener = tokio::spawn(listen(listen_pool, sql.channel.clone(), notifier.clone()));
-        Ok(Postgres {
-            inner: Arc::new(Inner {
-                config,
-                options,
-                pool,
-                sql,
-                notifier,
-                listener: StdMutex::new(Some(listener)),
-                sessions: Sessions::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config,
+            options,
+            pool,
+            sql,
+            notifier,
+            listener: StdMutex::new(Some(listener)),
+            sweeper: StdMutex::new(None),
+            sessions: Sessions::default(),
+        });
+        let sweeper = tokio::spawn(sweep(Arc::downgrade(&inner)));
+        *locked(&inner.sweeper) = Some(sweeper);
+        Ok(Postgres { inner })
+    }
+
+    /// Deletes up to 1000 rows of locks that have no lease and no claim and whose last token the
+    /// server clock has passed; the number deleted (0 when there is nothing left to do). Each
+    /// [`Postgres`] runs this every minute in the background; call it yourself to clean up
+    /// sooner. A re-created lock's first token still exceeds every token handed out before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProviderUnavailable`] when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call's transaction is rolled back.
+    pub async fn clean_up(&self) -> Result<usize> {
+        let mut conn = self.pooled().await?;
+        self.inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await
     }
 
     /// The mode this backend runs in.
@@ -473,6 +496,26 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
         .is_some_and(|code| code == "55P03")
 }
 
+/// The background row clean-up: one bounded batch every [`CLEAN_UP_EVERY`], a few more while
+/// batches come back full; ends with the backend.
+async fn sweep(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(CLEAN_UP_EVERY).await;
+        for _ in 0..10 {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Ok(mut conn) = inner.pool.acquire().await else {
+                break;
+            };
+            let deleted = inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await;
+            if !matches!(deleted, Ok(n) if n == usize::try_from(CLEAN_UP_BATCH).unwrap_or(0)) {
+                break;
+            }
+        }
+    }
+}
+
 /// Feeds NOTIFY messages to the notifier; after every (re)connection it signals every lock,
 /// since messages may have been missed meanwhile.
 async fn listen(pool: PgPool, channel: String, notifier: Notifier) {
@@ -504,6 +547,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(listener) = locked(&self.listener).take() {
             listener.abort();
+        }
+        if let Some(sweeper) = locked(&self.sweeper).take() {
+            sweeper.abort();
         }
     }
 }
@@ -575,6 +621,9 @@ impl Backend for Postgres {
         }
         if let Some(listener) = locked(&self.inner.listener).take() {
             listener.abort();
+        }
+        if let Some(sweeper) = locked(&self.inner.sweeper).take() {
+            sweeper.abort();
         }
         self.inner.pool.close().await;
     }

@@ -4,7 +4,8 @@
 //! `bigint` (so no date-time crate is needed on the client). Every statement that decides
 //! something about a lock first locks the lock's row in `{prefix}locks` (`FOR UPDATE`), so
 //! concurrent acquirers of one lock serialize; that row also holds the token counter, the claim
-//! counter and the stored limit, and is never deleted, so tokens keep increasing.
+//! counter and the stored limit. Tokens are `greatest(last + 1, server clock µs)`, so a row
+//! deleted by the clean-up (or lost with a commit) never makes a token go back.
 
 use lock_core::{
     AcquireRequest, Acquired, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind, Mode,
@@ -60,6 +61,8 @@ pub(crate) struct Sql {
     lock_rows_of_name: Arc<str>,
     force_leases: Arc<str>,
     force_claims: Arc<str>,
+    sweep_pick: Arc<str>,
+    sweep_delete: Arc<str>,
 }
 
 fn s(text: String) -> Arc<str> {
@@ -243,7 +246,7 @@ impl Sql {
             )),
             upsert_lock: s(format!(
                 "INSERT INTO {locks} (name, kind, lim) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name, kind) DO NOTHING"
+                 ON CONFLICT (name, kind) DO UPDATE SET lim = EXCLUDED.lim WHERE FALSE"
             )),
             lock_row: s(format!(
                 "SELECT lim, {NOW} FROM {locks} WHERE {key} FOR UPDATE"
@@ -264,7 +267,8 @@ impl Sql {
             )),
             set_limit: s(format!("UPDATE {locks} SET lim = $3 WHERE {key}")),
             next_token: s(format!(
-                "UPDATE {locks} SET last_token = last_token + 1 WHERE {key} RETURNING last_token"
+                "UPDATE {locks} SET last_token = greatest(last_token + 1, {NOW}) \
+                 WHERE {key} RETURNING last_token"
             )),
             insert_lease: s(format!(
                 "INSERT INTO {leases} (name, kind, lease_id, owner, exclusive, permits, weight, \
@@ -326,6 +330,18 @@ impl Sql {
                 ),
             }),
             force_claims: s(format!("DELETE FROM {claims} WHERE name = $1")),
+            sweep_pick: s(format!(
+                "SELECT l.name, l.kind FROM {locks} l WHERE l.last_token < {NOW} \
+                 AND NOT EXISTS (SELECT 1 FROM {leases} x WHERE x.name = l.name AND x.kind = l.kind) \
+                 AND NOT EXISTS (SELECT 1 FROM {claims} c WHERE c.name = l.name AND c.kind = l.kind) \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED"
+            )),
+            sweep_delete: s(format!(
+                "DELETE FROM {locks} l USING unnest($1::text[], $2::text[]) AS p(name, kind) \
+                 WHERE l.name = p.name AND l.kind = p.kind AND l.last_token < {NOW} \
+                 AND NOT EXISTS (SELECT 1 FROM {leases} x WHERE x.name = l.name AND x.kind = l.kind) \
+                 AND NOT EXISTS (SELECT 1 FROM {claims} c WHERE c.name = l.name AND c.kind = l.kind)"
+            )),
         }
     }
 
@@ -684,6 +700,41 @@ impl Sql {
         } else {
             Ok(())
         }
+    }
+
+    /// Deletes up to `batch` lock rows that have no lease, no claim, and a last token the
+    /// server clock has passed; the number deleted.
+    ///
+    /// Two statements in one transaction: the first locks candidate rows (skipping rows other
+    /// transactions have locked), the second deletes those that still qualify. Leases and
+    /// claims are only ever inserted under their lock row's lock, so the second statement's
+    /// fresh snapshot sees every one of them. A re-created row starts from the server clock
+    /// (`greatest(last_token + 1, clock)`), above every token of the deleted row.
+    pub(crate) async fn clean_up(&self, conn: &mut PgConnection, batch: i64) -> Result<usize> {
+        self.clean_up_tx(conn, batch).await.map_err(unavailable)
+    }
+
+    async fn clean_up_tx(&self, conn: &mut PgConnection, batch: i64) -> sqlx::Result<usize> {
+        let mut tx = begin(conn).await?;
+        let picked: Vec<(String, String)> = self
+            .qa(&self.sweep_pick)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let (names, kinds): (Vec<String>, Vec<String>) = picked.into_iter().unzip();
+        let deleted = self
+            .q(&self.sweep_delete)
+            .bind(names)
+            .bind(kinds)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     /// The valid leases of every kind named `name`, by token.

@@ -200,3 +200,50 @@ async fn a_session_that_does_not_end_stays_recorded() {
     hung_side.close().await;
     contender.close().await;
 }
+
+/// The server clock in microseconds since the epoch.
+async fn server_micros(conn: &mut sqlx::PgConnection) -> i64 {
+    let (now,): (i64,) =
+        sqlx::query_as("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+            .fetch_one(conn)
+            .await
+            .unwrap();
+    now
+}
+
+/// PG-5: a token is at least the server clock in microseconds, so a lost commit (the lock's row
+/// gone, as after an asynchronous-standby failover, a point-in-time restore or a crash with
+/// `synchronous_commit = off`) never re-issues a token: here the row is deleted by hand, and
+/// the next token still exceeds every earlier one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_survive_a_lost_lock_row() {
+    let Some(url) = common::url_or_skip() else {
+        return;
+    };
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    for mode in MODES {
+        let locker = locker(&url, mode, None).await;
+        let name = format!("pg5-{mode:?}-{}", ulid::Ulid::generate());
+        let before = server_micros(&mut admin).await;
+        let guard = locker.mutex(&name).try_lock().await.unwrap().unwrap();
+        let first = guard.token().0;
+        guard.release().await.unwrap();
+        assert!(
+            i64::try_from(first).unwrap() >= before,
+            "{mode:?}: token {first} is below the server clock {before}"
+        );
+        sqlx::query("DELETE FROM lock_test_locks WHERE name = $1")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let guard = locker.mutex(&name).try_lock().await.unwrap().unwrap();
+        let second = guard.token().0;
+        guard.release().await.unwrap();
+        assert!(
+            second > first,
+            "{mode:?}: token {second} re-issued after the lock's row was lost (first {first})"
+        );
+        locker.close().await;
+    }
+}
