@@ -138,6 +138,11 @@ fn array_literal(items: &[String]) -> String {
     format!("ARRAY[{}]::text[]", items.join(", "))
 }
 
+/// The one row of a statement's complete answer (read to its end, so its commit is done).
+fn one_row<R>(rows: Vec<R>) -> sqlx::Result<R> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
+
 /// What the acquire statement does with the advisory lock.
 #[derive(Clone, Copy)]
 pub(crate) enum Take {
@@ -434,7 +439,9 @@ impl Sql {
             .bind(&self.channel)
             .bind(payload(key));
         let row = if self.persistent {
-            query.fetch_one(&mut *conn).await
+            // All rows, that is up to the end of the statement: its commit. A grant must not
+            // be reported before it is committed (fetch_one returns at the first row).
+            query.fetch_all(&mut *conn).await.and_then(one_row)
         } else {
             drop(query);
             self.acquire_simple(conn, request).await
@@ -507,9 +514,10 @@ impl Sql {
             self.prefix,
             args.join(", ")
         );
-        let row = sqlx::raw_sql(AssertSqlSafe(text))
-            .fetch_one(&mut *conn)
+        let rows = sqlx::raw_sql(AssertSqlSafe(text))
+            .fetch_all(&mut *conn)
             .await?;
+        let row = one_row(rows)?;
         Ok((
             row.try_get(0)?,
             row.try_get(1)?,
@@ -539,7 +547,7 @@ impl Sql {
             .bind(&self.channel)
             .bind(payload(key));
         let row = if self.persistent {
-            query.fetch_one(&mut *conn).await
+            query.fetch_all(&mut *conn).await.and_then(one_row)
         } else {
             drop(query);
             let args = [
@@ -557,8 +565,9 @@ impl Sql {
                 args.join(", ")
             );
             sqlx::raw_sql(AssertSqlSafe(text))
-                .fetch_one(&mut *conn)
+                .fetch_all(&mut *conn)
                 .await
+                .and_then(one_row)
                 .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, None)))
         };
         let (valid, changed, pids) = row.map_err(unavailable)?;

@@ -102,6 +102,16 @@ async fn wal_syncs(url: &str) -> i64 {
 
 const CYCLES: u64 = 100;
 
+/// A locker whose calls never time out here: a call given up (on a loaded machine, where a
+/// WAL flush can take a second) would end its session, and the new session's set-up would be
+/// counted.
+fn patient(backend: Postgres) -> Locker {
+    Locker::builder(backend)
+        .request_timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
 async fn cycle(locker: &Locker, name: &str) {
     let guard = locker.mutex(name).lock().await.unwrap();
     guard.release().await.unwrap();
@@ -119,7 +129,7 @@ async fn uncontended_cycles_are_two_round_trips_and_one_flush() {
     let mut config = common::config(&through(&url, counter.addr), PostgresMode::Advisory);
     config.table_prefix = "lock_cost_".to_owned();
     let backend = Postgres::connect(config).await.expect("connect");
-    let locker = Locker::with_backend(backend);
+    let locker = patient(backend);
     let name = format!("cost-{}", ulid::Ulid::generate());
     // Warm up: the session is opened and its statements prepared.
     for _ in 0..5 {
@@ -164,7 +174,7 @@ async fn lease_round_trips(url: &str, direct: &str) -> u64 {
     config.table_prefix = "lock_cost_".to_owned();
     config.listen_url = Some(direct.to_owned());
     let backend = Postgres::connect(config).await.expect("connect");
-    let locker = Locker::with_backend(backend);
+    let locker = patient(backend);
     let name = format!("cost-lease-{}", ulid::Ulid::generate());
     for _ in 0..5 {
         cycle(&locker, &name).await;
