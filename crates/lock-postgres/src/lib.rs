@@ -11,7 +11,7 @@ use lock_core::{
     AcquireRequest, Acquired, Backend, Error, LeaseId, LockInfo, LockKey, Mode, Notifier, Result,
     Subscription,
 };
-use sql::{Grant, Sql, unavailable};
+use sql::{Outcome, Sql, Take, unavailable};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use std::collections::HashMap;
@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 
 /// Idle advisory sessions kept for reuse (per [`Postgres`]).
 const IDLE_SESSIONS: usize = 4;
+/// How often each [`Postgres`] runs the row clean-up, and the most rows one run deletes.
+const CLEAN_UP_EVERY: Duration = Duration::from_secs(60);
+const CLEAN_UP_BATCH: i64 = 1000;
 /// How long a contender waits for the session of an expired or force-released lease to end.
 const TERMINATE_WAIT_MS: i64 = 5000;
 
@@ -38,6 +41,7 @@ struct Inner {
     sql: Sql,
     notifier: Notifier,
     listener: StdMutex<Option<JoinHandle<()>>>,
+    sweeper: StdMutex<Option<JoinHandle<()>>>,
     sessions: Sessions,
 }
 
@@ -50,8 +54,8 @@ struct Session {
 
 #[derive(Default)]
 struct Sessions {
-    /// The sessions holding this process's advisory leases.
-    held: StdMutex<HashMap<LeaseId, Session>>,
+    /// The sessions holding this process's advisory leases (a slot emptied by the release).
+    held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
     idle: StdMutex<Vec<Session>>,
     /// Sessions of acquisitions dropped mid-flight: they may still wait for, or hold, the lock
@@ -119,8 +123,11 @@ impl Postgres {
             Some(url) => parse_url(url)?,
             None => options.clone(),
         };
+        // No ping before every use (review design D6): a broken connection fails its
+        // statement, and the caller's retry takes another.
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
+            .test_before_acquire(false)
             .acquire_timeout(config.connect_timeout)
             .connect_with(options.clone())
             .await
@@ -139,17 +146,36 @@ impl Postgres {
             .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(listen_options);
         let listener = tokio::spawn(listen(listen_pool, sql.channel.clone(), notifier.clone()));
-        Ok(Postgres {
-            inner: Arc::new(Inner {
-                config,
-                options,
-                pool,
-                sql,
-                notifier,
-                listener: StdMutex::new(Some(listener)),
-                sessions: Sessions::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config,
+            options,
+            pool,
+            sql,
+            notifier,
+            listener: StdMutex::new(Some(listener)),
+            sweeper: StdMutex::new(None),
+            sessions: Sessions::default(),
+        });
+        let sweeper = tokio::spawn(sweep(Arc::downgrade(&inner)));
+        *locked(&inner.sweeper) = Some(sweeper);
+        Ok(Postgres { inner })
+    }
+
+    /// Deletes up to 1000 rows of locks that have no lease and no claim and whose last token the
+    /// server clock has passed; the number deleted (0 when there is nothing left to do). Each
+    /// [`Postgres`] runs this every minute in the background; call it yourself to clean up
+    /// sooner. A re-created lock's first token still exceeds every token handed out before.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProviderUnavailable`] when the server cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call's transaction is rolled back.
+    pub async fn clean_up(&self) -> Result<usize> {
+        let mut conn = self.pooled().await?;
+        self.inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await
     }
 
     /// The mode this backend runs in.
@@ -168,30 +194,35 @@ impl Postgres {
     async fn acquire_advisory(&self, request: &AcquireRequest) -> Result<Acquired> {
         let inner = &self.inner;
         let akey = advisory_key(&request.key);
-        let exclusive = request.mode == Mode::Exclusive;
         // A retry of a request this process was granted (its answer lost): the advisory lock
         // is ours, on the session kept for the lease. Adopt the lease on that session, from
         // now, instead of waiting behind our own lock.
         let mine = locked(&inner.sessions.held).remove(&request.lease_id);
-        if let Some(mut session) = mine {
-            let grant = Grant::Allowed {
-                pid: Some(session.pid),
-                akey,
+        if let Some(slot) = mine {
+            let Some(mut session) = slot.lock().await.take() else {
+                return Ok(Acquired::Busy { retry_after: None });
             };
-            let outcome = inner.sql.acquire(&mut session.conn, request, grant).await;
-            match &outcome {
-                Ok((Acquired::Granted { .. }, _)) => {
-                    locked(&inner.sessions.held).insert(request.lease_id, session);
+            let outcome = inner
+                .sql
+                .acquire(&mut session.conn, request, Take::Held, akey)
+                .await;
+            return match outcome {
+                Ok(Outcome::Done(granted @ Acquired::Granted { .. })) => {
+                    inner.hold(request.lease_id, session);
+                    Ok(granted)
                 }
                 // Not ours after all (the lease had expired), or the session failed: end the
                 // session, and its advisory lock with it.
-                _ => drop(session),
-            }
-            return outcome.map(|(outcome, _)| outcome);
+                Ok(Outcome::Done(busy)) => Ok(busy),
+                Ok(Outcome::Blocked(retry_after)) => Ok(Acquired::Busy { retry_after }),
+                Ok(Outcome::End(_)) => Ok(Acquired::Busy {
+                    retry_after: Some(Duration::from_millis(20)),
+                }),
+                Err(e) => Err(e),
+            };
         }
-        let mut attempts = 0;
+        let mut ends = 0;
         loop {
-            attempts += 1;
             let mut session = inner.session().await?;
             let mut flight = Flight {
                 inner: Arc::clone(inner),
@@ -199,103 +230,163 @@ impl Postgres {
                 pid: session.pid,
                 armed: true,
             };
-            let got = lock_session(
-                &mut session.conn,
-                exclusive,
-                inner.config.namespace,
-                akey,
-                request.claim,
-            )
-            .await;
-            let got = match got {
-                Ok(got) => got,
-                Err(_) if session.reused => {
-                    // An idle session that died (a server restart): start afresh.
+            let mut outcome = inner
+                .sql
+                .acquire(&mut session.conn, request, Take::Try, akey)
+                .await;
+            if outcome.is_err() && session.reused && !session.alive().await {
+                // An idle session that died (a server restart): start afresh.
+                flight.armed = false;
+                drop(session);
+                locked(&inner.sessions.idle).clear();
+                session = inner.new_session().await?;
+                flight.pid = session.pid;
+                flight.armed = true;
+                outcome = inner
+                    .sql
+                    .acquire(&mut session.conn, request, Take::Try, akey)
+                    .await;
+            }
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e @ Error::InvalidArgument { .. }) => {
+                    // The statement released what it took.
+                    inner.idle(session);
                     flight.armed = false;
-                    drop(session);
-                    locked(&inner.sessions.idle).clear();
-                    session = inner.new_session().await?;
-                    flight.pid = session.pid;
-                    flight.armed = true;
-                    match lock_session(
+                    return Err(e);
+                }
+                Err(e) => {
+                    flight.armed = false;
+                    return Err(e);
+                }
+            };
+            match outcome {
+                Outcome::Done(granted @ Acquired::Granted { .. }) => {
+                    inner.hold(request.lease_id, session);
+                    flight.armed = false;
+                    return Ok(granted);
+                }
+                Outcome::Done(busy) => {
+                    inner.idle(session);
+                    flight.armed = false;
+                    return Ok(busy);
+                }
+                Outcome::End(pids) => {
+                    inner.idle(session);
+                    flight.armed = false;
+                    // Hung holders: their leases expired but their sessions still hold the
+                    // advisory lock. Ended outside the lock row's lock; a session that does
+                    // not end keeps its lease row (review finding PG-10).
+                    let mut conn = self.pooled().await?;
+                    let ended = sql::terminate_now(&mut conn, &pids, TERMINATE_WAIT_MS)
+                        .await
+                        .map_err(unavailable)?;
+                    ends += 1;
+                    if ended && ends < 3 {
+                        continue;
+                    }
+                    return Ok(Acquired::Busy {
+                        retry_after: Some(Duration::from_millis(100)),
+                    });
+                }
+                Outcome::Blocked(retry_after) => {
+                    let Some(claim) = request.claim else {
+                        inner.idle(session);
+                        flight.armed = false;
+                        return Ok(Acquired::Busy { retry_after });
+                    };
+                    // Wait in the server's lock queue (the claim is recorded), for up to a
+                    // third of the claim's TTL, then take the lease with the lock held.
+                    let exclusive = request.mode == Mode::Exclusive;
+                    let got = wait_session(
                         &mut session.conn,
                         exclusive,
                         inner.config.namespace,
                         akey,
-                        request.claim,
+                        claim,
                     )
-                    .await
-                    {
-                        Ok(got) => got,
+                    .await;
+                    match got {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            inner.park(session).await;
+                            flight.armed = false;
+                            return Ok(Acquired::Busy { retry_after });
+                        }
                         Err(e) => {
                             flight.armed = false;
                             return Err(unavailable(e));
                         }
                     }
-                }
-                Err(e) => {
+                    let outcome = inner
+                        .sql
+                        .acquire(&mut session.conn, request, Take::Held, akey)
+                        .await;
                     flight.armed = false;
-                    return Err(unavailable(e));
+                    return match outcome {
+                        Ok(Outcome::Done(granted @ Acquired::Granted { .. })) => {
+                            inner.hold(request.lease_id, session);
+                            Ok(granted)
+                        }
+                        Ok(Outcome::Done(busy)) => {
+                            inner.park(session).await;
+                            Ok(busy)
+                        }
+                        Ok(Outcome::Blocked(retry_after)) => {
+                            inner.park(session).await;
+                            Ok(Acquired::Busy { retry_after })
+                        }
+                        Ok(Outcome::End(_)) => {
+                            inner.park(session).await;
+                            Ok(Acquired::Busy {
+                                retry_after: Some(Duration::from_millis(20)),
+                            })
+                        }
+                        Err(e @ Error::InvalidArgument { .. }) => {
+                            inner.park(session).await;
+                            Err(e)
+                        }
+                        Err(e) => Err(e),
+                    };
                 }
-            };
-            if !got {
-                inner.park(session).await;
-                flight.armed = false;
-                let mut conn = self.pooled().await?;
-                let (outcome, terminated) = inner
-                    .sql
-                    .acquire(&mut conn, request, Grant::Denied { akey })
-                    .await?;
-                if terminated && attempts < 2 {
-                    // The advisory lock was held by expired leases' sessions, now ended.
-                    continue;
-                }
-                return Ok(outcome);
             }
-            let grant = Grant::Allowed {
-                pid: Some(session.pid),
-                akey,
-            };
-            let outcome = inner.sql.acquire(&mut session.conn, request, grant).await;
-            match &outcome {
-                Ok((Acquired::Granted { .. }, _)) => {
-                    locked(&inner.sessions.held).insert(request.lease_id, session);
-                }
-                Ok(_) | Err(Error::InvalidArgument { .. }) => inner.park(session).await,
-                Err(_) => drop(session),
-            }
-            flight.armed = false;
-            return outcome.map(|(outcome, _)| outcome);
         }
     }
 
     async fn release_advisory(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
         let inner = &self.inner;
         inner.kill_orphan(lease).await;
-        let session = locked(&inner.sessions.held).remove(&lease);
-        let deleted = {
-            let result = match self.pooled().await {
-                Ok(mut conn) => inner.sql.release(&mut conn, key, lease).await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(deleted) => deleted,
-                Err(e) => {
-                    if let Some(session) = session {
-                        locked(&inner.sessions.held).insert(lease, session);
+        let slot = locked(&inner.sessions.held).remove(&lease);
+        let session = match slot {
+            Some(slot) => slot.lock().await.take(),
+            None => None,
+        };
+        let deleted = match session {
+            // One statement on the lease's own session: deletes the lease and ends the
+            // advisory lock; the session goes back to the idle cache.
+            Some(mut session) => {
+                match inner.sql.release(&mut session.conn, key, lease, true).await {
+                    Ok(deleted) => {
+                        inner.idle(session);
+                        deleted
                     }
-                    return Err(e);
+                    Err(_) => {
+                        // The session failed: closing it ends its advisory lock; delete the
+                        // row on a pooled connection.
+                        drop(session);
+                        let mut conn = self.pooled().await?;
+                        inner.sql.release(&mut conn, key, lease, false).await?
+                    }
                 }
             }
+            None => {
+                let mut conn = self.pooled().await?;
+                inner.sql.release(&mut conn, key, lease, false).await?
+            }
         };
-        let mut others = deleted.live_pids.clone();
-        if let Some(session) = session {
-            others.retain(|pid| *pid != session.pid);
-            inner.park(session).await;
-        }
-        if !others.is_empty() {
+        if !deleted.live_pids.is_empty() {
             let mut conn = self.pooled().await?;
-            sql::terminate_now(&mut conn, &others, TERMINATE_WAIT_MS)
+            sql::terminate_now(&mut conn, &deleted.live_pids, TERMINATE_WAIT_MS)
                 .await
                 .map_err(unavailable)?;
         }
@@ -308,6 +399,45 @@ impl Postgres {
             Err(Error::NotHeld {
                 name: key.name().to_owned(),
             })
+        }
+    }
+
+    async fn extend_advisory(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
+        let inner = &self.inner;
+        let slot = locked(&inner.sessions.held).get(&lease).cloned();
+        let Some(slot) = slot else {
+            let mut conn = self.pooled().await?;
+            return inner.sql.extend(&mut conn, key, lease, ttl).await;
+        };
+        let mut guard = slot.lock().await;
+        let Some(session) = guard.as_mut() else {
+            return Err(Error::Expired {
+                name: key.name().to_owned(),
+            });
+        };
+        // On the lease's own session: one statement, which proves the session (and so its
+        // advisory lock) alive and keeps it from sitting idle.
+        match inner
+            .sql
+            .extend_own(&mut session.conn, key, lease, ttl)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Expired {
+                name: key.name().to_owned(),
+            }),
+            Err(e) => {
+                if session.alive().await {
+                    return Err(unavailable(e));
+                }
+                // The session is gone, and its advisory lock with it.
+                guard.take();
+                drop(guard);
+                locked(&inner.sessions.held).remove(&lease);
+                Err(Error::Expired {
+                    name: key.name().to_owned(),
+                })
+            }
         }
     }
 }
@@ -327,19 +457,21 @@ impl Inner {
                 ));
             }
         };
-        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        // PostgreSQL 14+: notice a vanished client while waiting for a lock; and never end
-        // this session for being idle (a DBA's `idle_session_timeout`): it sits idle while it
-        // holds its advisory lock (review finding PG-2). Older servers know neither setting.
-        let _ = sqlx::query(
-            "SELECT set_config('client_connection_check_interval', '1000', false), \
+        // The library bounds its own statements, whatever a DBA's default (review finding
+        // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
+        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a vanished client while waiting for a lock; and never
+        // end this session for being idle (a DBA's `idle_session_timeout`): it may sit idle
+        // while it holds its advisory lock (review finding PG-2).
+        let (pid,): (i32,) = sqlx::query_as(
+            "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
+             set_config('default_transaction_isolation', 'read committed', false), \
+             set_config('client_connection_check_interval', '1000', false), \
              set_config('idle_session_timeout', '0', false)",
         )
-        .execute(&mut conn)
-        .await;
+        .bind(sql::STATEMENT_TIMEOUT)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(unavailable)?;
         Ok(Session {
             conn,
             pid,
@@ -358,19 +490,39 @@ impl Inner {
         }
     }
 
+    /// Records the session holding `lease`.
+    fn hold(&self, lease: LeaseId, session: Session) {
+        let slot = Arc::new(tokio::sync::Mutex::new(Some(session)));
+        locked(&self.sessions.held).insert(lease, slot);
+    }
+
+    /// Keeps a session that holds nothing for reuse (up to the cache size).
+    fn idle(&self, mut session: Session) {
+        let mut idle = locked(&self.sessions.idle);
+        if idle.len() < self.idle_sessions() {
+            session.reused = false;
+            idle.push(session);
+        }
+    }
+
+    /// The idle-session cache size: at least the pool size, so a steady load of that many
+    /// concurrent acquisitions opens no new sessions (review design D6).
+    fn idle_sessions(&self) -> usize {
+        IDLE_SESSIONS.max(usize::try_from(self.config.max_connections).unwrap_or(usize::MAX))
+    }
+
     /// Releases every advisory lock of the session (also one granted as a `lock_timeout`
     /// fired) and keeps it for reuse; a session that fails is closed.
     async fn park(&self, mut session: Session) {
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock_all()")
-            .execute(&mut session.conn)
-            .await
-            .is_ok();
+        // Also clears the `lock_timeout` of a wait that timed out, so the next acquisition on
+        // this session does not inherit it (review finding PG-9).
+        let unlocked =
+            sqlx::query("SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false)")
+                .execute(&mut session.conn)
+                .await
+                .is_ok();
         if unlocked {
-            let mut idle = locked(&self.sessions.idle);
-            if idle.len() < IDLE_SESSIONS {
-                session.reused = false;
-                idle.push(session);
-            }
+            self.idle(session);
         }
     }
 
@@ -378,11 +530,27 @@ impl Inner {
     async fn kill_orphan(&self, lease: LeaseId) {
         let pid = locked(&self.sessions.orphans).get(&lease).copied();
         if let Some(pid) = pid {
-            if let Ok(mut conn) = self.pool.acquire().await {
-                let _ = sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
-            }
+            // Bounded: a server that answers nothing must not hang the release.
+            let wait =
+                Duration::from_millis(TERMINATE_WAIT_MS.unsigned_abs()) + Duration::from_secs(5);
+            let _ = tokio::time::timeout(wait, async {
+                if let Ok(mut conn) = self.pool.acquire().await {
+                    let _ = sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
+                }
+            })
+            .await;
             locked(&self.sessions.orphans).remove(&lease);
         }
+    }
+}
+
+impl Session {
+    /// Whether the session still answers (after a failed statement).
+    async fn alive(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.conn.ping()).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -409,55 +577,30 @@ impl Drop for Flight {
     }
 }
 
-/// Takes the lock's advisory lock on `conn`: at once (`claim` = `None`), or waiting on the
-/// server for up to a third of the claim's TTL. False when not taken.
-async fn lock_session(
+/// Waits on the server for the lock's advisory lock on `conn`, for up to a third of the
+/// claim's TTL. One statement: the `lock_timeout` is local to it, so nothing is left on the
+/// session after a timed-out wait (review finding PG-9). False when not taken.
+async fn wait_session(
     conn: &mut PgConnection,
     exclusive: bool,
     namespace: i32,
     akey: i32,
-    claim: Option<Duration>,
+    claim: Duration,
 ) -> sqlx::Result<bool> {
-    let Some(claim) = claim else {
-        let text = if exclusive {
-            "SELECT pg_try_advisory_lock($1, $2)"
-        } else {
-            "SELECT pg_try_advisory_lock_shared($1, $2)"
-        };
-        let (got,): (bool,) = sqlx::query_as(text)
-            .bind(namespace)
-            .bind(akey)
-            .fetch_one(&mut *conn)
-            .await?;
-        return Ok(got);
-    };
     let wait = (claim / 3).as_millis().max(1);
-    // The session's statement timeout (a DBA's default) must not cut the wait short: the
-    // library bounds its own statements (review finding PG-3).
-    sqlx::query(
-        "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
-    )
-    .bind(format!("{wait}ms"))
-    .bind(sql::STATEMENT_TIMEOUT)
-    .execute(&mut *conn)
-    .await?;
     let text = if exclusive {
-        "SELECT pg_advisory_lock($1, $2)"
+        "SELECT pg_advisory_lock($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
     } else {
-        "SELECT pg_advisory_lock_shared($1, $2)"
+        "SELECT pg_advisory_lock_shared($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
     };
     let result = sqlx::query(text)
+        .bind(format!("{wait}ms"))
         .bind(namespace)
         .bind(akey)
         .execute(&mut *conn)
         .await;
     match result {
-        Ok(_) => {
-            sqlx::query("SELECT set_config('lock_timeout', '0', false)")
-                .execute(&mut *conn)
-                .await?;
-            Ok(true)
-        }
+        Ok(_) => Ok(true),
         Err(e) if is_lock_timeout(&e) => Ok(false),
         Err(e) => Err(e),
     }
@@ -468,6 +611,26 @@ fn is_lock_timeout(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code == "55P03")
+}
+
+/// The background row clean-up: one bounded batch every [`CLEAN_UP_EVERY`], a few more while
+/// batches come back full; ends with the backend.
+async fn sweep(inner: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(CLEAN_UP_EVERY).await;
+        for _ in 0..10 {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let Ok(mut conn) = inner.pool.acquire().await else {
+                break;
+            };
+            let deleted = inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await;
+            if !matches!(deleted, Ok(n) if n == usize::try_from(CLEAN_UP_BATCH).unwrap_or(0)) {
+                break;
+            }
+        }
+    }
 }
 
 /// Feeds NOTIFY messages to the notifier; after every (re)connection it signals every lock,
@@ -502,6 +665,9 @@ impl Drop for Inner {
         if let Some(listener) = locked(&self.listener).take() {
             listener.abort();
         }
+        if let Some(sweeper) = locked(&self.sweeper).take() {
+            sweeper.abort();
+        }
     }
 }
 
@@ -515,9 +681,16 @@ impl Backend for Postgres {
             return self.acquire_advisory(request).await;
         }
         let mut conn = self.pooled().await?;
-        let grant = Grant::Allowed { pid: None, akey: 0 };
-        let (outcome, _) = self.inner.sql.acquire(&mut conn, request, grant).await?;
-        Ok(outcome)
+        match self
+            .inner
+            .sql
+            .acquire(&mut conn, request, Take::None, 0)
+            .await?
+        {
+            Outcome::Done(outcome) => Ok(outcome),
+            Outcome::Blocked(retry_after) => Ok(Acquired::Busy { retry_after }),
+            Outcome::End(_) => Ok(Acquired::Busy { retry_after: None }),
+        }
     }
 
     async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
@@ -525,7 +698,7 @@ impl Backend for Postgres {
             return self.release_advisory(key, lease).await;
         }
         let mut conn = self.pooled().await?;
-        let deleted = self.inner.sql.release(&mut conn, key, lease).await?;
+        let deleted = self.inner.sql.release(&mut conn, key, lease, false).await?;
         if deleted.changed {
             self.inner.notifier.notify(key);
         }
@@ -539,6 +712,9 @@ impl Backend for Postgres {
     }
 
     async fn extend(&self, key: &LockKey, lease: LeaseId, ttl: Duration) -> Result<()> {
+        if self.advisory() {
+            return self.extend_advisory(key, lease, ttl).await;
+        }
         let mut conn = self.pooled().await?;
         self.inner.sql.extend(&mut conn, key, lease, ttl).await
     }
@@ -562,16 +738,28 @@ impl Backend for Postgres {
     }
 
     async fn close(&self) {
-        let sessions: Vec<Session> = {
+        let (slots, idle): (Vec<_>, Vec<Session>) = {
             let mut held = locked(&self.inner.sessions.held);
             let mut idle = locked(&self.inner.sessions.idle);
-            held.drain().map(|(_, s)| s).chain(idle.drain(..)).collect()
+            (
+                held.drain().map(|(_, s)| s).collect(),
+                idle.drain(..).collect(),
+            )
         };
+        let mut sessions = idle;
+        for slot in slots {
+            if let Some(session) = slot.lock().await.take() {
+                sessions.push(session);
+            }
+        }
         for session in sessions {
             let _ = session.conn.close().await;
         }
         if let Some(listener) = locked(&self.inner.listener).take() {
             listener.abort();
+        }
+        if let Some(sweeper) = locked(&self.inner.sweeper).take() {
+            sweeper.abort();
         }
         self.inner.pool.close().await;
     }

@@ -4,13 +4,14 @@
 //! `bigint` (so no date-time crate is needed on the client). Every statement that decides
 //! something about a lock first locks the lock's row in `{prefix}locks` (`FOR UPDATE`), so
 //! concurrent acquirers of one lock serialize; that row also holds the token counter, the claim
-//! counter and the stored limit, and is never deleted, so tokens keep increasing.
+//! counter and the stored limit. Tokens are `greatest(last + 1, server clock µs)`, so a row
+//! deleted by the clean-up (or lost with a commit) never makes a token go back.
 
 use lock_core::{
     AcquireRequest, Acquired, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind, Mode,
     Result,
 };
-use sqlx::{AssertSqlSafe, PgConnection, Postgres as Pg};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres as Pg, Row};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,30 +37,24 @@ pub(crate) struct Sql {
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
     pub(crate) channel: String,
-    /// The three tables and the index, for the migration's existence check.
+    /// The three tables, the index and the functions, for the migration's existence check.
     tables: [String; 4],
+    functions: [String; 3],
+    namespace: Option<i32>,
+    prefix: String,
     pub(crate) migrate: Arc<str>,
-    upsert_lock: Arc<str>,
-    lock_row: Arc<str>,
-    reap_leases: Arc<str>,
-    reap_claims: Arc<str>,
-    held: Arc<str>,
-    claims: Arc<str>,
-    set_limit: Arc<str>,
-    next_token: Arc<str>,
-    insert_lease: Arc<str>,
-    delete_claim: Arc<str>,
-    adopt: Arc<str>,
-    colliding: Arc<str>,
-    refresh_claim: Arc<str>,
-    next_claim: Arc<str>,
-    insert_claim: Arc<str>,
+    /// The grant rule and the release, as server-side functions (one statement each).
+    acquire: Arc<str>,
     release: Arc<str>,
     extend: Arc<str>,
+    /// Advisory mode: extend on the lease's own session, which proves it is alive.
+    extend_own: Arc<str>,
     inspect: Arc<str>,
     lock_rows_of_name: Arc<str>,
     force_leases: Arc<str>,
     force_claims: Arc<str>,
+    sweep_pick: Arc<str>,
+    sweep_delete: Arc<str>,
 }
 
 fn s(text: String) -> Arc<str> {
@@ -108,13 +103,67 @@ async fn begin(conn: &mut PgConnection) -> sqlx::Result<sqlx::Transaction<'_, sq
 /// (ending a session, 5 s; an advisory-lock wait, at most 1.7 s).
 pub(crate) const STATEMENT_TIMEOUT: &str = "10s";
 
-/// Decisions the acquire transaction may take.
+/// The server-side functions (`{prefix}acquire_v1`, `{prefix}release_v1`,
+/// `{prefix}unlock_v1`), with the table names to fill in.
+const FUNCTIONS: &str = include_str!("functions.sql");
+
+/// The acquire statement's row: status, token, wait (µs), sessions to end, stored limit.
+type AcquireRow = (
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<i32>>,
+    Option<i64>,
+);
+
+/// Lease mode's one-round-trip simple queries start with this (one implicit transaction): READ
+/// COMMITTED whatever the default isolation (review finding PG-4), and the library's own
+/// statement timeout whatever a DBA's default (PG-3).
+const SIMPLE_PREAMBLE: &str =
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = '10s';";
+
+/// A text value as an SQL literal: an escape string (`E'...'`) with `\` and `'` doubled, which
+/// is read the same whatever `standard_conforming_strings` says. Every text the library sends
+/// is free of NUL (names, owners and metadata are escaped by [`stored`]), and the client
+/// encoding is UTF-8, so nothing can end the literal early.
+fn text_literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn array_literal(items: &[String]) -> String {
+    if items.is_empty() {
+        return "'{}'::text[]".to_owned();
+    }
+    let items: Vec<String> = items.iter().map(|t| text_literal(t)).collect();
+    format!("ARRAY[{}]::text[]", items.join(", "))
+}
+
+/// The one row of a statement's complete answer (read to its end, so its commit is done).
+fn one_row<R>(rows: Vec<R>) -> sqlx::Result<R> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}
+
+/// What the acquire statement does with the advisory lock.
 #[derive(Clone, Copy)]
-pub(crate) enum Grant {
-    /// Grant if the weighted rule allows; record `pid` and `akey` (advisory mode) with the lease.
-    Allowed { pid: Option<i32>, akey: i32 },
-    /// Never grant (the advisory lock was not obtained): reap, record the claim, report busy.
-    Denied { akey: i32 },
+pub(crate) enum Take {
+    /// Lease mode: no advisory lock.
+    None = 0,
+    /// Advisory mode: try to take it at once.
+    Try = 1,
+    /// Advisory mode: the session holds it already (a wait got it, or a retry adopts).
+    Held = 2,
+}
+
+/// What the acquire statement decided.
+pub(crate) enum Outcome {
+    /// Granted, or busy with the advisory lock obtained (or in lease mode).
+    Done(Acquired),
+    /// Advisory mode: the advisory lock was not obtained (the claim is recorded); the caller
+    /// may wait for it on the server.
+    Blocked(Option<Duration>),
+    /// Advisory mode: these sessions of expired leases still hold the advisory lock; the
+    /// caller ends them (outside any transaction) and tries again.
+    End(Vec<i32>),
 }
 
 /// What a lease deletion found.
@@ -206,16 +255,20 @@ impl Sql {
             Some(_) => live.clone(),
             None => "FALSE".to_owned(),
         };
-        // A lease-mode client leaves expired rows of advisory-mode holders in place: advisory
-        // contenders find a hung holder's session through its row, and end it. Expired rows
-        // never count as held.
-        let reapable = match advisory {
-            Some(_) => "",
-            None => " AND l.pid IS NULL",
-        };
-        let key = "name = $1 AND kind = $2";
+        let functions = FUNCTIONS
+            .replace("{prefix}", prefix)
+            .replace("{locks}", &locks)
+            .replace("{leases}", &leases)
+            .replace("{claims}", &claims);
         Sql {
             persistent: advisory.is_some(),
+            namespace: advisory,
+            prefix: prefix.to_owned(),
+            functions: [
+                format!("{prefix}acquire_v1"),
+                format!("{prefix}release_v1"),
+                format!("{prefix}unlock_v1"),
+            ],
             channel: format!("{prefix}changes"),
             tables: [
                 locks.clone(),
@@ -239,67 +292,26 @@ impl Sql {
                  CREATE TABLE IF NOT EXISTS {claims} (
                     name text NOT NULL, kind text NOT NULL, lease_id text NOT NULL,
                     weight bigint NOT NULL, ord bigint NOT NULL, expires_at bigint NOT NULL,
-                    PRIMARY KEY (name, kind, lease_id));"
+                    PRIMARY KEY (name, kind, lease_id));
+                 {functions}"
             )),
-            upsert_lock: s(format!(
-                "INSERT INTO {locks} (name, kind, lim) VALUES ($1, $2, $3) \
-                 ON CONFLICT (name, kind) DO NOTHING"
-            )),
-            lock_row: s(format!(
-                "SELECT lim, {NOW} FROM {locks} WHERE {key} FOR UPDATE"
-            )),
-            reap_leases: s(format!(
-                "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 \
-                 AND l.expires_at <= $3{reapable} RETURNING l.pid, {ends}"
-            )),
-            reap_claims: s(format!(
-                "DELETE FROM {claims} WHERE {key} AND expires_at <= $3"
-            )),
-            held: s(format!(
-                "SELECT coalesce(sum(weight), 0)::bigint, min(expires_at), count(*) \
-                 FROM {leases} WHERE {key} AND expires_at > $3"
-            )),
-            claims: s(format!(
-                "SELECT lease_id, weight, ord, expires_at FROM {claims} WHERE {key}"
-            )),
-            set_limit: s(format!("UPDATE {locks} SET lim = $3 WHERE {key}")),
-            next_token: s(format!(
-                "UPDATE {locks} SET last_token = last_token + 1 WHERE {key} RETURNING last_token"
-            )),
-            insert_lease: s(format!(
-                "INSERT INTO {leases} (name, kind, lease_id, owner, exclusive, permits, weight, \
-                 token, expires_at, meta_keys, meta_values, pid, akey) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            )),
-            delete_claim: s(format!(
-                "DELETE FROM {claims} WHERE {key} AND lease_id = $3"
-            )),
-            colliding: s(format!(
-                "SELECT l.pid FROM {leases} l WHERE l.akey = $1 AND l.expires_at <= {NOW} \
-                 AND l.pid IS NOT NULL AND {live}"
-            )),
-            adopt: s(format!(
-                "UPDATE {leases} SET expires_at = $4 + $5, pid = $6, akey = $7 \
-                 WHERE {key} AND lease_id = $3 RETURNING token"
-            )),
-            refresh_claim: s(format!(
-                "UPDATE {claims} SET expires_at = $4 WHERE {key} AND lease_id = $3"
-            )),
-            next_claim: s(format!(
-                "UPDATE {locks} SET last_claim = last_claim + 1 WHERE {key} RETURNING last_claim"
-            )),
-            insert_claim: s(format!(
-                "INSERT INTO {claims} (name, kind, lease_id, weight, ord, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)"
+            acquire: s(format!(
+                "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {prefix}acquire_v1(\
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             )),
             release: s(format!(
-                "DELETE FROM {leases} l WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
-                 RETURNING l.expires_at > {NOW}, l.pid, {ends}"
+                "SELECT o_valid, o_changed, o_pids FROM {prefix}release_v1(\
+                 $1, $2, $3, $4, $5, $6, $7)"
             )),
             extend: s(format!(
                 "UPDATE {leases} l SET expires_at = {NOW} + $4 \
                  WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
                  AND l.expires_at > {NOW} AND {live} RETURNING l.token"
+            )),
+            extend_own: s(format!(
+                "UPDATE {leases} l SET expires_at = {NOW} + $4 \
+                 WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
+                 AND l.expires_at > {NOW} AND l.pid = pg_backend_pid() RETURNING l.token"
             )),
             inspect: s(format!(
                 "SELECT l.kind, l.owner, l.token, l.exclusive, l.permits, l.expires_at - {NOW}, \
@@ -326,6 +338,18 @@ impl Sql {
                 ),
             }),
             force_claims: s(format!("DELETE FROM {claims} WHERE name = $1")),
+            sweep_pick: s(format!(
+                "SELECT l.name, l.kind FROM {locks} l WHERE l.last_token < {NOW} \
+                 AND NOT EXISTS (SELECT 1 FROM {leases} x WHERE x.name = l.name AND x.kind = l.kind) \
+                 AND NOT EXISTS (SELECT 1 FROM {claims} c WHERE c.name = l.name AND c.kind = l.kind) \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED"
+            )),
+            sweep_delete: s(format!(
+                "DELETE FROM {locks} l USING unnest($1::text[], $2::text[]) AS p(name, kind) \
+                 WHERE l.name = p.name AND l.kind = p.kind AND l.last_token < {NOW} \
+                 AND NOT EXISTS (SELECT 1 FROM {leases} x WHERE x.name = l.name AND x.kind = l.kind) \
+                 AND NOT EXISTS (SELECT 1 FROM {claims} c WHERE c.name = l.name AND c.kind = l.kind)"
+            )),
         }
     }
 
@@ -351,13 +375,18 @@ impl Sql {
         let mut tx = begin(conn).await?;
         let (present,): (bool,) = sqlx::query_as(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
-             AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL",
+             AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL \
+             AND to_regproc($5) IS NOT NULL AND to_regproc($6) IS NOT NULL \
+             AND to_regproc($7) IS NOT NULL",
         )
         .persistent(self.persistent)
         .bind(&self.tables[0])
         .bind(&self.tables[1])
         .bind(&self.tables[2])
         .bind(&self.tables[3])
+        .bind(&self.functions[0])
+        .bind(&self.functions[1])
+        .bind(&self.functions[2])
         .fetch_one(&mut *tx)
         .await?;
         if present {
@@ -374,280 +403,199 @@ impl Sql {
         tx.commit().await
     }
 
-    /// The weighted rule, in one transaction on `conn` (see the crate docs).
+    /// The weighted rule, in one statement on `conn` (see the crate docs): in advisory mode on
+    /// the acquisition's own session, which `take`s the advisory lock (or has it already).
     pub(crate) async fn acquire(
         &self,
         conn: &mut PgConnection,
         request: &AcquireRequest,
-        grant: Grant,
-    ) -> Result<(Acquired, bool)> {
-        let outcome = self.acquire_tx(conn, request, grant).await;
-        match outcome {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(unavailable(e)),
-        }
+        take: Take,
+        akey: i32,
+    ) -> Result<Outcome> {
+        let key = &request.key;
+        let (keys, values): (Vec<String>, Vec<String>) = request
+            .metadata
+            .iter()
+            .map(|(k, v)| (stored(k).into_owned(), stored(v).into_owned()))
+            .unzip();
+        let query = self
+            .qa::<AcquireRow>(&self.acquire)
+            .bind(stored(key.name()))
+            .bind(key.kind().as_str())
+            .bind(i64::from(request.limit))
+            .bind(request.lease_id.to_ulid_string())
+            // Escaped like names: PostgreSQL text cannot hold NUL (review finding PG-8).
+            .bind(stored(&request.owner))
+            .bind(request.mode == Mode::Exclusive)
+            .bind(i64::from(request.permits))
+            .bind(i64::try_from(request.weight()).unwrap_or(i64::MAX))
+            .bind(micros(request.ttl))
+            .bind(request.claim.map(micros))
+            .bind(keys)
+            .bind(values)
+            .bind(self.namespace)
+            .bind(akey)
+            .bind(take as i32)
+            .bind(&self.channel)
+            .bind(payload(key));
+        let row = if self.persistent {
+            // All rows, that is up to the end of the statement: its commit. A grant must not
+            // be reported before it is committed (fetch_one returns at the first row).
+            query.fetch_all(&mut *conn).await.and_then(one_row)
+        } else {
+            drop(query);
+            self.acquire_simple(conn, request).await
+        };
+        let (status, token, wait, pids, stored_limit) = row.map_err(unavailable)?;
+        let wait = wait.map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0)));
+        Ok(match status.as_str() {
+            "granted" => Outcome::Done(Acquired::Granted {
+                token: FencingToken(token.and_then(|t| u64::try_from(t).ok()).unwrap_or(0)),
+            }),
+            "busy" => Outcome::Done(Acquired::Busy { retry_after: wait }),
+            "blocked" => Outcome::Blocked(wait),
+            "end" => Outcome::End(pids.unwrap_or_default()),
+            "limit" => {
+                let stored = stored_limit.unwrap_or(0);
+                return Err(request.limit_mismatch(u32::try_from(stored).unwrap_or(u32::MAX)));
+            }
+            other => {
+                return Err(Error::unavailable(
+                    "postgres",
+                    std::io::Error::other(format!("unexpected acquire status {other:?}")),
+                ));
+            }
+        })
     }
 
-    #[allow(clippy::too_many_lines)]
-    async fn acquire_tx(
+    /// Lease mode's acquire: one simple query (one round trip, no named statement, so it also
+    /// works through PgBouncer's transaction pooling), its values as escaped literals.
+    async fn acquire_simple(
         &self,
         conn: &mut PgConnection,
         request: &AcquireRequest,
-        grant: Grant,
-    ) -> sqlx::Result<Result<(Acquired, bool)>> {
+    ) -> sqlx::Result<AcquireRow> {
         let key = &request.key;
-        let stored_name = stored(key.name());
-        let (name, kind) = (&*stored_name, key.kind().as_str());
-        let lease_id = request.lease_id.to_ulid_string();
-        let limit = i64::from(request.limit);
-        let weight = i64::try_from(request.weight()).unwrap_or(i64::MAX);
-
-        let mut tx = begin(conn).await?;
-        self.q(&self.upsert_lock)
-            .bind(name)
-            .bind(kind)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?;
-        let (stored, now): (i64, i64) = self
-            .qa(&self.lock_row)
-            .bind(name)
-            .bind(kind)
-            .fetch_one(&mut *tx)
-            .await?;
-        let reaped: Vec<(Option<i32>, bool)> = self
-            .qa(&self.reap_leases)
-            .bind(name)
-            .bind(kind)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut live_pids: Vec<i32> = reaped
+        let (keys, values): (Vec<String>, Vec<String>) = request
+            .metadata
             .iter()
-            .filter_map(|(pid, live)| pid.filter(|_| *live))
-            .collect();
-        if let Grant::Denied { akey } = grant {
-            // A hung holder of another lock whose key collides with ours blocks us too.
-            let colliding: Vec<(Option<i32>,)> = self
-                .qa(&self.colliding)
-                .bind(akey)
-                .fetch_all(&mut *tx)
-                .await?;
-            live_pids.extend(colliding.into_iter().filter_map(|(pid,)| pid));
-        }
-        // Never end the session this transaction runs on (a retry adopting its own expired
-        // lease on the lease's session).
-        if let Grant::Allowed { pid: Some(own), .. } = grant {
-            live_pids.retain(|pid| *pid != own);
-        }
-        // Hung holders: their leases expired but their sessions still hold the advisory lock.
-        terminate(&mut tx, &live_pids, crate::TERMINATE_WAIT_MS).await?;
-        let terminated = !live_pids.is_empty();
-        let claims_reaped = self
-            .q(&self.reap_claims)
-            .bind(name)
-            .bind(kind)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let changed = !reaped.is_empty() || claims_reaped > 0;
-
-        // A retry of a request whose grant committed but whose answer was lost (a killed
-        // connection): the lease is already ours. Adopt it (with this session) rather than
-        // count it against ourselves.
-        if let Grant::Allowed { pid, akey } = grant {
-            let adopted: Option<(i64,)> = self
-                .qa(&self.adopt)
-                .bind(name)
-                .bind(kind)
-                .bind(&lease_id)
-                .bind(now)
-                .bind(micros(request.ttl))
-                .bind(pid)
-                .bind(pid.map(|_| akey))
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some((token,)) = adopted {
-                if changed {
-                    self.notify(&mut tx, key).await?;
-                }
-                tx.commit().await?;
-                let token = FencingToken(u64::try_from(token).unwrap_or(0));
-                return Ok(Ok((Acquired::Granted { token }, terminated)));
-            }
-        }
-        let (held, first_lease_expiry, lease_count): (i64, Option<i64>, i64) = self
-            .qa(&self.held)
-            .bind(name)
-            .bind(kind)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-        let claims: Vec<(String, i64, i64, i64)> = self
-            .qa(&self.claims)
-            .bind(name)
-            .bind(kind)
-            .fetch_all(&mut *tx)
-            .await?;
-
-        if lease_count > 0 || !claims.is_empty() {
-            if stored != limit {
-                tx.rollback().await?;
-                let stored = u32::try_from(stored).unwrap_or(u32::MAX);
-                return Ok(Err(request.limit_mismatch(stored)));
-            }
-        } else if stored != limit {
-            self.q(&self.set_limit)
-                .bind(name)
-                .bind(kind)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await?;
-        }
-
-        let mine = claims.iter().find(|c| c.0 == lease_id).map(|c| c.2);
-        let ahead = claims
-            .iter()
-            .filter(|c| c.0 != lease_id && mine.is_none_or(|order| c.2 < order));
-        let waiting: i64 = ahead.clone().map(|c| c.1).fold(0i64, i64::saturating_add);
-        let fits = held.saturating_add(waiting).saturating_add(weight) <= limit;
-
-        if let (true, Grant::Allowed { pid, akey }) = (fits, grant) {
-            let (token,): (i64,) = self
-                .qa(&self.next_token)
-                .bind(name)
-                .bind(kind)
-                .fetch_one(&mut *tx)
-                .await?;
-            let (keys, values): (Vec<String>, Vec<String>) = request
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .unzip();
-            self.q(&self.insert_lease)
-                .bind(name)
-                .bind(kind)
-                .bind(&lease_id)
-                .bind(&*request.owner)
-                .bind(request.mode == Mode::Exclusive)
-                .bind(i64::from(request.permits))
-                .bind(weight)
-                .bind(token)
-                .bind(now.saturating_add(micros(request.ttl)))
-                .bind(keys)
-                .bind(values)
-                .bind(pid)
-                .bind(pid.map(|_| akey))
-                .execute(&mut *tx)
-                .await?;
-            self.q(&self.delete_claim)
-                .bind(name)
-                .bind(kind)
-                .bind(&lease_id)
-                .execute(&mut *tx)
-                .await?;
-            if changed {
-                self.notify(&mut tx, key).await?;
-            }
-            tx.commit().await?;
-            let token = FencingToken(u64::try_from(token).unwrap_or(0));
-            return Ok(Ok((Acquired::Granted { token }, terminated)));
-        }
-
-        let first_expiry = ahead.map(|c| c.3).chain(first_lease_expiry).min();
-        if let Some(claim_ttl) = request.claim {
-            let expires = now.saturating_add(micros(claim_ttl));
-            if mine.is_some() {
-                self.q(&self.refresh_claim)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(&lease_id)
-                    .bind(expires)
-                    .execute(&mut *tx)
-                    .await?;
+            .map(|(k, v)| (stored(k).into_owned(), stored(v).into_owned()))
+            .unzip();
+        let args = [
+            text_literal(&stored(key.name())),
+            text_literal(key.kind().as_str()),
+            i64::from(request.limit).to_string(),
+            text_literal(&request.lease_id.to_ulid_string()),
+            text_literal(&stored(&request.owner)),
+            (if request.mode == Mode::Exclusive {
+                "TRUE"
             } else {
-                let (order,): (i64,) = self
-                    .qa(&self.next_claim)
-                    .bind(name)
-                    .bind(kind)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                self.q(&self.insert_claim)
-                    .bind(name)
-                    .bind(kind)
-                    .bind(&lease_id)
-                    .bind(weight)
-                    .bind(order)
-                    .bind(expires)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        if changed {
-            self.notify(&mut tx, key).await?;
-        }
-        tx.commit().await?;
-        let retry_after = if fits {
-            // Denied although the table allows it: the advisory lock is still held by a
-            // session that is going away; try again soon.
-            Some(Duration::from_millis(20))
-        } else {
-            first_expiry
-                .map(|at| Duration::from_micros(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
-        };
-        Ok(Ok((Acquired::Busy { retry_after }, terminated)))
+                "FALSE"
+            })
+            .to_owned(),
+            i64::from(request.permits).to_string(),
+            i64::try_from(request.weight())
+                .unwrap_or(i64::MAX)
+                .to_string(),
+            micros(request.ttl).to_string(),
+            request
+                .claim
+                .map_or_else(|| "NULL".to_owned(), |c| micros(c).to_string()),
+            array_literal(&keys),
+            array_literal(&values),
+            "NULL".to_owned(),
+            "0".to_owned(),
+            "0".to_owned(),
+            text_literal(&self.channel),
+            text_literal(&payload(key)),
+        ];
+        let text = format!(
+            "{SIMPLE_PREAMBLE} SELECT o_status, o_token, o_wait, o_lim FROM {}acquire_v1({})",
+            self.prefix,
+            args.join(", ")
+        );
+        let rows = sqlx::raw_sql(AssertSqlSafe(text))
+            .fetch_all(&mut *conn)
+            .await?;
+        let row = one_row(rows)?;
+        Ok((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            None,
+            row.try_get(3)?,
+        ))
     }
 
-    /// Deletes the lease and claim with this id and signals the change.
+    /// Deletes the lease and claim with this id, and signals waiters if there are any. With
+    /// `own_session` (advisory mode, on the lease's session) also ends the session's advisory
+    /// lock. Committed asynchronously (see `release_v1`).
     pub(crate) async fn release(
         &self,
         conn: &mut PgConnection,
         key: &LockKey,
         lease: LeaseId,
+        own_session: bool,
     ) -> Result<Deleted> {
-        self.release_tx(conn, key, lease).await.map_err(unavailable)
+        let query = self
+            .qa::<(bool, bool, Option<Vec<i32>>)>(&self.release)
+            .bind(stored(key.name()))
+            .bind(key.kind().as_str())
+            .bind(lease.to_ulid_string())
+            .bind(self.namespace)
+            .bind(own_session)
+            .bind(&self.channel)
+            .bind(payload(key));
+        let row = if self.persistent {
+            query.fetch_all(&mut *conn).await.and_then(one_row)
+        } else {
+            drop(query);
+            let args = [
+                text_literal(&stored(key.name())),
+                text_literal(key.kind().as_str()),
+                text_literal(&lease.to_ulid_string()),
+                "NULL".to_owned(),
+                "FALSE".to_owned(),
+                text_literal(&self.channel),
+                text_literal(&payload(key)),
+            ];
+            let text = format!(
+                "{SIMPLE_PREAMBLE} SELECT o_valid, o_changed FROM {}release_v1({})",
+                self.prefix,
+                args.join(", ")
+            );
+            sqlx::raw_sql(AssertSqlSafe(text))
+                .fetch_all(&mut *conn)
+                .await
+                .and_then(one_row)
+                .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, None)))
+        };
+        let (valid, changed, pids) = row.map_err(unavailable)?;
+        Ok(Deleted {
+            valid,
+            live_pids: pids.unwrap_or_default(),
+            changed,
+        })
     }
 
-    async fn release_tx(
+    /// Advisory mode: moves a valid lease's expiry to now + `ttl`, on the lease's own session
+    /// (one statement, which also proves the session alive and keeps it busy).
+    pub(crate) async fn extend_own(
         &self,
         conn: &mut PgConnection,
         key: &LockKey,
         lease: LeaseId,
-    ) -> sqlx::Result<Deleted> {
-        let stored_name = stored(key.name());
-        let (name, kind) = (&*stored_name, key.kind().as_str());
-        let lease_id = lease.to_ulid_string();
-        let mut tx = begin(conn).await?;
-        let rows: Vec<(bool, Option<i32>, bool)> = self
-            .qa(&self.release)
-            .bind(name)
-            .bind(kind)
-            .bind(&lease_id)
-            .fetch_all(&mut *tx)
+        ttl: Duration,
+    ) -> sqlx::Result<bool> {
+        let rows: Vec<(i64,)> = self
+            .qa(&self.extend_own)
+            .bind(stored(key.name()))
+            .bind(key.kind().as_str())
+            .bind(lease.to_ulid_string())
+            .bind(micros(ttl))
+            .fetch_all(conn)
             .await?;
-        let claims = self
-            .q(&self.delete_claim)
-            .bind(name)
-            .bind(kind)
-            .bind(&lease_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let changed = !rows.is_empty() || claims > 0;
-        if changed {
-            self.notify(&mut tx, key).await?;
-        }
-        tx.commit().await?;
-        Ok(Deleted {
-            valid: rows.iter().any(|r| r.0),
-            live_pids: rows
-                .iter()
-                .filter_map(|(_, pid, live)| pid.filter(|_| *live))
-                .collect(),
-            changed,
-        })
+        Ok(!rows.is_empty())
     }
 
     /// Moves a valid lease's expiry to now + `ttl`.
@@ -658,25 +606,79 @@ impl Sql {
         lease: LeaseId,
         ttl: Duration,
     ) -> Result<()> {
-        // In a transaction, like every statement here: see `migrate`.
-        let mut tx = begin(conn).await.map_err(unavailable)?;
-        let rows: Vec<(i64,)> = self
-            .qa(&self.extend)
-            .bind(stored(key.name()))
-            .bind(key.kind().as_str())
-            .bind(lease.to_ulid_string())
-            .bind(micros(ttl))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        if rows.is_empty() {
+        let extended = if self.persistent {
+            // Advisory mode without the lease's session: liveness from `pg_locks`.
+            let mut tx = begin(conn).await.map_err(unavailable)?;
+            let rows: Vec<(i64,)> = self
+                .qa(&self.extend)
+                .bind(stored(key.name()))
+                .bind(key.kind().as_str())
+                .bind(lease.to_ulid_string())
+                .bind(micros(ttl))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            !rows.is_empty()
+        } else {
+            let text = format!(
+                "{SIMPLE_PREAMBLE} UPDATE {leases} l SET expires_at = {NOW} + {ttl} \
+                 WHERE l.name = {name} AND l.kind = {kind} AND l.lease_id = {lease} \
+                 AND l.expires_at > {NOW} RETURNING l.token",
+                leases = self.tables[1],
+                ttl = micros(ttl),
+                name = text_literal(&stored(key.name())),
+                kind = text_literal(key.kind().as_str()),
+                lease = text_literal(&lease.to_ulid_string()),
+            );
+            !sqlx::raw_sql(AssertSqlSafe(text))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(unavailable)?
+                .is_empty()
+        };
+        if !extended {
             Err(Error::Expired {
                 name: key.name().to_owned(),
             })
         } else {
             Ok(())
         }
+    }
+
+    /// Deletes up to `batch` lock rows that have no lease, no claim, and a last token the
+    /// server clock has passed; the number deleted.
+    ///
+    /// Two statements in one transaction: the first locks candidate rows (skipping rows other
+    /// transactions have locked), the second deletes those that still qualify. Leases and
+    /// claims are only ever inserted under their lock row's lock, so the second statement's
+    /// fresh snapshot sees every one of them. A re-created row starts from the server clock
+    /// (`greatest(last_token + 1, clock)`), above every token of the deleted row.
+    pub(crate) async fn clean_up(&self, conn: &mut PgConnection, batch: i64) -> Result<usize> {
+        self.clean_up_tx(conn, batch).await.map_err(unavailable)
+    }
+
+    async fn clean_up_tx(&self, conn: &mut PgConnection, batch: i64) -> sqlx::Result<usize> {
+        let mut tx = begin(conn).await?;
+        let picked: Vec<(String, String)> = self
+            .qa(&self.sweep_pick)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let (names, kinds): (Vec<String>, Vec<String>) = picked.into_iter().unzip();
+        let deleted = self
+            .q(&self.sweep_delete)
+            .bind(names)
+            .bind(kinds)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 
     /// The valid leases of every kind named `name`, by token.
@@ -711,6 +713,13 @@ impl Sql {
                 continue;
             };
             let key = LockKey::new(name, kind)?;
+            let unstored_or = |text: String| unstored(&text).unwrap_or(text);
+            let owner = unstored_or(owner);
+            let metadata = keys
+                .into_iter()
+                .zip(values)
+                .map(|(k, v)| (unstored_or(k), unstored_or(v)))
+                .collect();
             let remaining = Duration::from_micros(u64::try_from(remaining).unwrap_or(0));
             holders.push(LockInfo::new(
                 &key,
@@ -723,7 +732,7 @@ impl Sql {
                 },
                 u32::try_from(permits).unwrap_or(u32::MAX),
                 wall + remaining,
-                keys.into_iter().zip(values).collect(),
+                metadata,
             ));
         }
         Ok(holders)
@@ -764,7 +773,13 @@ impl Sql {
             .iter()
             .filter_map(|(_, pid, live)| pid.filter(|_| *live))
             .collect();
-        terminate(&mut tx, &pids, crate::TERMINATE_WAIT_MS).await?;
+        if !terminate(&mut tx, &pids, crate::TERMINATE_WAIT_MS).await? {
+            // Keep the records of sessions that did not end (review finding PG-10).
+            tx.rollback().await?;
+            return Err(sqlx::Error::Protocol(
+                "a holder's session did not end within the wait".to_owned(),
+            ));
+        }
         for kind in KINDS {
             if let Ok(key) = LockKey::new(name, kind) {
                 self.notify(&mut tx, &key).await?;
@@ -783,33 +798,42 @@ impl Sql {
 /// PostgreSQL 14 or later.
 /// [`terminate`] in a transaction of its own, so the library's statement timeout applies (not
 /// a DBA's shorter default, which would cut the wait short).
+///
+/// True when every session ended within the wait.
 pub(crate) async fn terminate_now(
     conn: &mut PgConnection,
     pids: &[i32],
     wait_ms: i64,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     if pids.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let mut tx = begin(conn).await?;
-    terminate(&mut tx, pids, wait_ms).await?;
-    tx.commit().await
+    let ended = terminate(&mut tx, pids, wait_ms).await?;
+    tx.commit().await?;
+    Ok(ended)
 }
 
+/// Ends the sessions `pids`; true when every one of them ended within `wait_ms` (PostgreSQL's
+/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10).
+///
+/// A named statement: only advisory mode ends sessions (lease mode never does, review finding
+/// PG-1), and advisory mode needs session-level connections anyway (PG-11).
 pub(crate) async fn terminate(
     conn: &mut PgConnection,
     pids: &[i32],
     wait_ms: i64,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     if pids.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
-    sqlx::query("SELECT pg_terminate_backend(p, $2) FROM unnest($1::int4[]) AS p")
-        .bind(pids)
-        .bind(wait_ms)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let (ended,): (Option<bool>,) =
+        sqlx::query_as("SELECT bool_and(pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p")
+            .bind(pids)
+            .bind(wait_ms)
+            .fetch_one(conn)
+            .await?;
+    Ok(ended.unwrap_or(true))
 }
 
 #[cfg(test)]
@@ -832,6 +856,15 @@ mod tests {
         }
         assert_eq!(stored("plain"), Cow::Borrowed("plain"));
         assert_eq!(unstored("bad\\x"), None);
+    }
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(text_literal("plain"), "E'plain'");
+        assert_eq!(text_literal("it's"), "E'it''s'");
+        assert_eq!(text_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
+        assert_eq!(array_literal(&[]), "'{}'::text[]");
+        assert_eq!(array_literal(&["x".to_owned()]), "ARRAY[E'x']::text[]");
     }
 
     #[test]
