@@ -335,6 +335,11 @@ impl EtcdConfig {
             "UnknownCA",
             "HandshakeFailure",
             "connection closed",
+            // With TLS 1.3 the server checks the client's certificate after the client's last
+            // handshake message: the refusal may reach the client as its next write failing.
+            "BrokenPipe",
+            "broken pipe",
+            "ConnectionReset",
         ];
         if !refused.iter().any(|r| failure.contains(r)) {
             return None;
