@@ -247,10 +247,80 @@ pub trait Backend: Send + Sync + 'static {
         request: &AcquireRequest,
     ) -> impl Future<Output = Result<Subscription>> + Send;
 
-    /// Closes connections. Called by [`Locker::close`](crate::Locker::close) after it released
-    /// what the locker held.
+    /// Closes this handle's use of the backend. Called by [`Locker::close`](crate::Locker::close)
+    /// after it released what the locker held.
+    ///
+    /// Clones of a backend share its connections, sessions and leases, and several lockers may
+    /// each hold a clone ([`Locker::with_backend`](crate::Locker::with_backend)`(backend.clone())`):
+    /// closing one must not end what another still holds (a session or lease under a live
+    /// guard of another locker would let a second client in while that guard still counts
+    /// itself the holder). A backend with shared state closes it only when the last open clone
+    /// closes; [`LastClose`] counts them.
     fn close(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+}
+
+/// Counts the open clones of a backend handle, so that [`Backend::close`] ends the shared
+/// connections, sessions and leases only with the last one. A field of the backend handle:
+/// cloning the handle clones it (one more open clone), dropping a clone that was not closed
+/// forgets it.
+///
+/// ```
+/// use lock_core::backend::LastClose;
+/// let first = LastClose::new();
+/// let second = first.clone();
+/// assert!(!first.close()); // `second` is still open
+/// assert!(!first.close()); // closing one clone twice counts once
+/// assert!(second.close()); // the last one: end the shared state now
+/// ```
+#[derive(Debug)]
+pub struct LastClose {
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl LastClose {
+    /// The first clone of a new backend: one open.
+    pub fn new() -> LastClose {
+        LastClose {
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Closes this clone; true when it was the last open one, so the caller ends the shared
+    /// state. A second call on the same clone returns false.
+    pub fn close(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.open.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
+
+impl Default for LastClose {
+    fn default() -> Self {
+        LastClose::new()
+    }
+}
+
+impl Clone for LastClose {
+    fn clone(&self) -> Self {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LastClose {
+            open: self.open.clone(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for LastClose {
+    fn drop(&mut self) {
+        if !self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            self.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 }
 

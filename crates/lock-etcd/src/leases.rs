@@ -374,9 +374,8 @@ impl Leases {
         if let Some(task) = lock(&self.inner.task).take() {
             task.abort();
         }
-        for id in ids {
-            let _ = revoke(&self.inner.client, self.inner.timeout, id).await;
-        }
+        // Concurrently, so a cluster that is gone costs one bound, not one per lease.
+        let _ = revoke_all(&self.inner.client, self.inner.timeout, ids, 1).await;
     }
 }
 
@@ -570,6 +569,40 @@ pub(crate) async fn keep_alive(client: &Client, timeout: Duration, lease: i64) -
 }
 
 /// Revokes a lease: `Ok(true)` if it existed, `Ok(false)` if it had expired or was revoked.
+/// Revokes every lease of `ids` concurrently, each tried up to `attempts` times (a lease
+/// already gone counts as revoked): every one is tried whatever happens to the others, and
+/// the first error is returned after all have finished. Bounded by `attempts` times one
+/// revoke's bound.
+pub(crate) async fn revoke_all(
+    client: &Client,
+    timeout: Duration,
+    ids: Vec<i64>,
+    attempts: usize,
+) -> Result<()> {
+    let mut revokes = tokio::task::JoinSet::new();
+    for id in ids {
+        let client = client.clone();
+        revokes.spawn(async move {
+            let mut last = None;
+            for _ in 0..attempts.max(1) {
+                match revoke(&client, timeout, id).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| crate::store::unavailable("lease revoke failed")))
+        });
+    }
+    let mut first = None;
+    while let Some(done) = revokes.join_next().await {
+        let result = done.unwrap_or_else(|e| Err(crate::store::unavailable(e)));
+        if let Err(e) = result {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
 pub(crate) async fn revoke(client: &Client, timeout: Duration, lease: i64) -> Result<bool> {
     let revoked = call_repeating(timeout, Repeat::Once, || {
         let mut client = client.lease_client();

@@ -43,6 +43,8 @@ pub struct Etcd {
     prefix: String,
     timeout: Duration,
     leases: Leases,
+    /// Clones share the leases: only the last one closed revokes them.
+    open: lock_core::backend::LastClose,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -284,6 +286,7 @@ impl Etcd {
             client,
             prefix: config.prefix.clone(),
             timeout: config.request_timeout,
+            open: lock_core::backend::LastClose::new(),
         };
         // One small read (a count of one key) proves the cluster answers and has a leader.
         rpc(etcd.timeout, Repeat::Once, "read", || {
@@ -373,22 +376,6 @@ impl Etcd {
         if lease != 0 {
             let _ = self.revoke(lease).await;
         }
-    }
-
-    /// Revokes a lease, trying a few times.
-    ///
-    /// # Errors
-    ///
-    /// `ProviderUnavailable` when every try failed.
-    async fn revoke_surely(&self, lease: i64) -> Result<()> {
-        let mut last = None;
-        for _ in 0..3 {
-            match self.revoke(lease).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| unavailable("lease revoke failed")))
     }
 
     /// Renews a lease: `Ok(true)` if it was alive, `Ok(false)` if it had expired or was revoked.
@@ -1068,16 +1055,19 @@ impl Backend for Etcd {
             .collect();
         leases.sort_unstable();
         leases.dedup();
-        for lease in leases {
-            self.revoke_surely(lease).await?;
-        }
+        // Every lease is tried even when one fails (review R-2): a lease skipped would let
+        // its holder keep extending a key that is gone.
+        leases::revoke_all(&self.client, self.timeout, leases, 3).await?;
         Ok(deleted.iter().filter(|e| e.stored.held).count())
     }
 
     /// Revokes every pooled and session lease (a session's keys go with it) and stops the
     /// background task; later grants get leases of their own.
     async fn close(&self) {
-        self.leases.close().await;
+        // Another locker may still hold grants on the shared leases (review R-1).
+        if self.open.close() {
+            self.leases.close().await;
+        }
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {

@@ -32,6 +32,8 @@ const TERMINATE_WAIT_MS: i64 = 5000;
 #[derive(Clone)]
 pub struct Postgres {
     inner: Arc<Inner>,
+    /// Clones share the sessions: only the last one closed ends them.
+    open: lock_core::backend::LastClose,
 }
 
 struct Inner {
@@ -158,7 +160,10 @@ impl Postgres {
         });
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&inner)));
         *locked(&inner.sweeper) = Some(sweeper);
-        Ok(Postgres { inner })
+        Ok(Postgres {
+            inner,
+            open: lock_core::backend::LastClose::new(),
+        })
     }
 
     /// Deletes up to 1000 rows of locks that have no lease and no claim and whose last token the
@@ -738,6 +743,11 @@ impl Backend for Postgres {
     }
 
     async fn close(&self) {
+        // Another locker may still hold advisory locks on the shared sessions: closing them
+        // would let a second client in under its live guards.
+        if !self.open.close() {
+            return;
+        }
         let (slots, idle): (Vec<_>, Vec<Session>) = {
             let mut held = locked(&self.inner.sessions.held);
             let mut idle = locked(&self.inner.sessions.idle);

@@ -50,6 +50,8 @@ const COUNTER_MARGIN_MS: u64 = 60 * 1000;
 #[derive(Clone)]
 pub struct Redis {
     inner: Arc<Inner>,
+    /// Clones share the listeners: only the last one closed stops them.
+    open: lock_core::backend::LastClose,
 }
 
 struct Inner {
@@ -135,6 +137,7 @@ impl Redis {
                 config,
                 background: Tracker::default(),
             }),
+            open: lock_core::backend::LastClose::new(),
         })
     }
 
@@ -837,6 +840,10 @@ impl Backend for Redis {
     /// left running in the background: the stragglers of Redlock rounds and the roll-backs, so
     /// a program that closes its locker and exits leaves no partial grant behind.
     async fn close(&self) {
+        // Another locker may still wait on the shared listeners.
+        if !self.open.close() {
+            return;
+        }
         for listener in &self.inner.listeners {
             listener.abort();
         }
