@@ -19,6 +19,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 macro_rules! script {
+    // A prelude runs first, before common.lua's definitions: the mutex fast path, so that it
+    // pays for none of them.
+    ($prelude:literal, $file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!(concat!("scripts/", $prelude)),
+                include_str!("scripts/common.lua"),
+                include_str!(concat!("scripts/", $file))
+            ))
+        })
+    };
     ($file:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
@@ -29,8 +40,8 @@ macro_rules! script {
     };
 }
 
-static ACQUIRE: LazyLock<Script> = script!("acquire.lua");
-static RELEASE: LazyLock<Script> = script!("release.lua");
+static ACQUIRE: LazyLock<Script> = script!("acquire_fast.lua", "acquire.lua");
+static RELEASE: LazyLock<Script> = script!("release_fast.lua", "release.lua");
 static EXTEND: LazyLock<Script> = script!("extend.lua");
 static INSPECT: LazyLock<Script> = script!("inspect.lua");
 static FORCE_RELEASE: LazyLock<Script> = script!("force_release.lua");
@@ -231,6 +242,29 @@ fn bad_reply(what: impl fmt::Debug) -> Error {
     Error::unavailable("redis", BadReply(format!("{what:?}")))
 }
 
+/// The acquire script's fast-path argument: `f` for an exclusive mutex request without
+/// metadata (it may take the fast path's lease, see `common.lua`), `m` for another mutex
+/// request (the fast path's lease counts as held), else empty.
+fn acquire_path(request: &AcquireRequest, metadata: &str) -> &'static str {
+    if request.key.kind() != LockKind::Mutex {
+        ""
+    } else if request.mode == Mode::Exclusive && request.limit == 1 && metadata.is_empty() {
+        "f"
+    } else {
+        "m"
+    }
+}
+
+/// The release, extend and raise scripts' argument: `m` when the lease may be the mutex fast
+/// path's, else empty.
+fn mutex_flag(key: &LockKey) -> &'static str {
+    if key.kind() == LockKind::Mutex {
+        "m"
+    } else {
+        ""
+    }
+}
+
 /// The longest TTL sent to a script: 10 years, so that `TIME + ttl` in microseconds stays
 /// exact in Lua's doubles.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -253,6 +287,7 @@ impl Redis {
         request: &AcquireRequest,
         metadata: &str,
         attempt: u64,
+        proposed: u64,
     ) -> Result<Result<NodeAcquired, NodeError>> {
         let layout = &self.inner.layout;
         let key = &request.key;
@@ -261,6 +296,7 @@ impl Redis {
             .key(layout.expiries(key))
             .key(layout.claims(key))
             .key(layout.counter(key))
+            .key(layout.fast(key))
             .arg(request.lease_id.to_ulid_string())
             .arg(&*request.owner)
             .arg(match request.mode {
@@ -274,7 +310,9 @@ impl Redis {
             .arg(metadata)
             .arg(layout.channel(key))
             .arg(COUNTER_MARGIN_MS)
-            .arg(attempt);
+            .arg(attempt)
+            .arg(acquire_path(request, metadata))
+            .arg(proposed);
         let reply: redis::Value = match node.run(&invocation).await {
             Ok(reply) => reply,
             Err(e) => return Ok(Err(e)),
@@ -299,13 +337,16 @@ impl Redis {
         invocation
             .key(layout.expiries(key))
             .key(layout.claims(key))
+            .key(layout.fast(key))
             .arg(lease.to_ulid_string())
             .arg(layout.channel(key));
-        if let Some(attempt) = attempt {
-            invocation
+        match attempt {
+            Some(attempt) => invocation
                 .arg(attempt.number)
-                .arg(attempt.claim.map_or(0, micros));
-        }
+                .arg(attempt.claim.map_or(0, micros)),
+            None => invocation.arg("").arg(0),
+        };
+        invocation.arg(mutex_flag(key));
         self.inner.nodes[i]
             .run::<i64>(&invocation)
             .await
@@ -404,7 +445,7 @@ impl Redis {
             let shared = Arc::clone(&shared);
             async move {
                 let (request, metadata) = &*shared;
-                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt)
+                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt, 0)
                     .await
             }
         });
@@ -470,10 +511,12 @@ impl Redis {
                     invocation
                         .key(layout.expiries(&key))
                         .key(layout.counter(&key))
+                        .key(layout.fast(&key))
                         .arg(lease.to_ulid_string())
                         .arg(token)
                         .arg(COUNTER_MARGIN_MS)
-                        .arg(attempt);
+                        .arg(attempt)
+                        .arg(mutex_flag(&key));
                     this.inner.nodes[i].run::<i64>(&invocation).await
                 }
             });
@@ -595,7 +638,7 @@ impl Backend for Redis {
             return self.acquire_redlock(request, &metadata).await;
         }
         match self
-            .acquire_on(&self.nodes()[0], request, &metadata, 0)
+            .acquire_on(&self.nodes()[0], request, &metadata, 0, 0)
             .await?
         {
             Ok(NodeAcquired::Granted(token)) => Ok(Acquired::Granted {
@@ -664,9 +707,11 @@ impl Backend for Redis {
                 invocation
                     .key(layout.expiries(&key))
                     .key(layout.claims(&key))
+                    .key(layout.fast(&key))
                     .arg(lease.to_ulid_string())
                     .arg(micros(ttl))
-                    .arg(layout.channel(&key));
+                    .arg(layout.channel(&key))
+                    .arg(mutex_flag(&key));
                 this.inner.nodes[i].run::<i64>(&invocation).await
             }
         });
@@ -730,6 +775,7 @@ impl Backend for Redis {
                     .key(layout.set_of(name, kind))
                     .key(layout.expiries_of(name, kind));
             }
+            invocation.key(layout.fast_of(name, LockKind::Mutex));
             node.run::<Vec<String>>(&invocation).await
         }))
         .await;
@@ -806,6 +852,7 @@ impl Backend for Redis {
                     .key(layout.expiries_of(name, kind))
                     .key(layout.claims_of(name, kind));
             }
+            invocation.key(layout.fast_of(name, LockKind::Mutex));
             for kind in KINDS {
                 invocation.arg(layout.channel_of(name, kind));
             }
