@@ -72,7 +72,19 @@ struct Inner {
     config: RedisConfig,
     /// Stragglers and roll-backs still running; `close` waits for them.
     background: Tracker,
+    /// Redlock: the highest token seen per slot of lock keys (hashed), for the next proposal.
+    seen: [AtomicU64; SEEN_SLOTS],
 }
+
+/// How many slots [`Inner::seen`] hashes lock keys into: bounded memory whatever the number
+/// of lock names; keys sharing a slot only raise each other's proposals.
+const SEEN_SLOTS: usize = 64;
+
+/// How far ahead of the client's clock a Redlock proposal is: an instance grants
+/// `max(counter + 1, its clock, proposal)`, so the proposal wins on every instance (and they
+/// grant the same token, which skips the raise) when it is ahead of their clocks by the time
+/// the request arrives. Instances with clocks further ahead only cost the raise round.
+const PROPOSAL_LEAD: Duration = Duration::from_millis(200);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -145,6 +157,7 @@ impl Redis {
                 listeners,
                 config,
                 background: Tracker::default(),
+                seen: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
         })
     }
@@ -169,6 +182,34 @@ impl Redis {
 
     fn nodes(&self) -> &[Node] {
         &self.inner.nodes
+    }
+
+    fn seen_slot(&self, key: &LockKey) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.inner.seen[(hasher.finish() % SEEN_SLOTS as u64) as usize]
+    }
+
+    /// The token a Redlock acquisition proposes (P3): `max(client clock µs + lead, the last
+    /// token seen for the lock + 1)`. Instances grant `max(counter + 1, clock, proposal)`, so
+    /// in the normal case every instance grants exactly the proposal.
+    fn propose(&self, key: &LockKey) -> u64 {
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            + PROPOSAL_LEAD;
+        let clock = u64::try_from(clock.as_micros()).unwrap_or(u64::MAX);
+        clock.max(
+            self.seen_slot(key)
+                .load(Ordering::Relaxed)
+                .saturating_add(1),
+        )
+    }
+
+    /// Records a token granted for `key`, so the next proposal is above it.
+    fn saw(&self, key: &LockKey, token: u64) {
+        self.seen_slot(key).fetch_max(token, Ordering::Relaxed);
     }
 }
 
@@ -439,13 +480,14 @@ impl Redis {
         let validity = request.ttl.saturating_sub(drift(request.ttl));
         let deadline = started.checked_add(validity);
         let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let proposed = self.propose(&request.key);
         let shared = Arc::new((request.clone(), metadata.to_owned()));
         let mut round = Round::start(n, 0..n, |i| {
             let this = self.clone();
             let shared = Arc::clone(&shared);
             async move {
                 let (request, metadata) = &*shared;
-                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt, 0)
+                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt, proposed)
                     .await
             }
         });
@@ -495,11 +537,24 @@ impl Redis {
             )
         };
 
+        if let Some(highest) = grants.iter().map(|&(_, t)| t).max() {
+            self.saw(&request.key, highest);
+        }
         if mismatch.is_none() && bad.is_none() && grants.len() >= quorum && in_time() {
+            let token = grants.iter().map(|&(_, t)| t).max().unwrap_or(0);
+            if grants.iter().filter(|&&(_, t)| t == token).count() >= quorum {
+                // P3, the normal case: a quorum of instances granted the same token T (the
+                // proposal), so their counters are T while they hold the lease, which is
+                // what the raise would establish: any later quorum meets one of them, where
+                // it is granted only after this lease ended, above T. No second round.
+                round.detach(&self.inner.background);
+                return Ok(Acquired::Granted {
+                    token: FencingToken(token),
+                });
+            }
             // The second round: raise the counters of the instances holding the lease to T
             // before reporting T, so any later quorum (which meets them on an instance where
             // it can be granted only after this lease ended) counts from above T.
-            let token = grants.iter().map(|&(_, t)| t).max().unwrap_or(0);
             let granted: Vec<usize> = grants.iter().map(|&(i, _)| i).collect();
             let mut raise = Round::start(n, granted.iter().copied(), |i| {
                 let this = self.clone();

@@ -139,3 +139,139 @@ async fn floor_usec(conn: &mut redis::aio::MultiplexedConnection, cycles: u64) -
         .sum();
     usec as f64 / cycles as f64
 }
+
+/// The script calls each connection's server ran since its last reset, not counting those
+/// that failed (`NOSCRIPT`, before the client loads the script).
+async fn script_calls(conns: &mut [redis::aio::MultiplexedConnection]) -> Vec<u64> {
+    let mut calls = Vec::new();
+    for conn in conns {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+            .unwrap_or("");
+        let field = |key: &str| -> u64 {
+            line.split(',')
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        calls.push(field("calls") - field("failed_calls") - field("rejected_calls"));
+    }
+    calls
+}
+
+async fn connections(servers: &Servers, nodes: usize) -> Vec<redis::aio::MultiplexedConnection> {
+    let mut conns = Vec::new();
+    for url in servers.urls().into_iter().take(nodes) {
+        let client = redis::Client::open(url).unwrap();
+        conns.push(client.get_multiplexed_async_connection().await.unwrap());
+    }
+    conns
+}
+
+/// P3: an uncontended Redlock cycle is one round to acquire (every instance grants the token
+/// the client proposed, so the raise round is skipped) and one to release: two script calls
+/// per instance and cycle, where the raise made it three on the instances that granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncontended_redlock_acquire_is_one_round() {
+    let Some(servers) = Servers::start(3, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let mut conns = connections(&servers, 3).await;
+    for kind in ["mutex", "semaphore"] {
+        // Warm up: the scripts get loaded.
+        let locker = Locker::with_backend(backend(&servers.urls(), &prefix).await);
+        cycle(&locker, kind).await;
+        locker.close().await;
+        for conn in conns.iter_mut() {
+            reset(conn).await;
+        }
+        const CYCLES: u64 = 50;
+        let locker = Locker::with_backend(backend(&servers.urls(), &prefix).await);
+        for _ in 0..CYCLES {
+            cycle(&locker, kind).await;
+        }
+        // The stragglers of each round finish in the background.
+        locker.close().await;
+        let calls = script_calls(&mut conns).await;
+        println!("{kind}: script calls per instance for {CYCLES} cycles: {calls:?}");
+        assert!(
+            calls.iter().all(|c| *c == 2 * CYCLES),
+            "{kind}: expected {} script calls (acquire, release) per instance, got {calls:?}",
+            2 * CYCLES
+        );
+    }
+}
+
+async fn cycle(locker: &Locker, kind: &str) {
+    if kind == "mutex" {
+        let guard = locker.mutex("one-round").lock().await.unwrap();
+        guard.release().await.unwrap();
+    } else {
+        let permit = locker.semaphore("one-round", 3).acquire(1).await.unwrap();
+        permit.release().await.unwrap();
+    }
+}
+
+/// P3's divergence path: with one instance's counter far ahead, the grants differ, the raise
+/// runs on the instances that granted, and the token is above that counter; the next
+/// acquisition proposes a token above it, so every instance (one of them restarted empty)
+/// grants the same token again without a raise, and tokens keep increasing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_ahead_is_raised_then_proposed() {
+    let Some(mut servers) = Servers::start(3, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let name = "ahead";
+    let high: u64 = 4_000_000_000_000_000;
+    {
+        let mut conns = connections(&servers, 1).await;
+        let _: () = redis::cmd("SET")
+            .arg(support::mutex_counter_key(&prefix, name))
+            .arg(high)
+            .query_async(&mut conns[0])
+            .await
+            .unwrap();
+    }
+    // Node 2 is down: the grant needs nodes 0 and 1, whose tokens differ.
+    servers.kill(2);
+    let locker = Locker::with_backend(backend(&servers.urls(), &prefix).await);
+    let mut conns = connections(&servers, 2).await;
+    let guard = locker.mutex(name).lock().await.unwrap();
+    let first = guard.token();
+    guard.release().await.unwrap();
+    locker.close().await;
+    let calls = script_calls(&mut conns).await;
+    assert!(first.get() > high, "{first} not above the counter {high}");
+    assert!(
+        calls.iter().all(|c| *c == 3),
+        "the raise did not run on the two granting nodes: {calls:?}"
+    );
+
+    servers.restart(2).await;
+    let mut conns = connections(&servers, 3).await;
+    for conn in conns.iter_mut() {
+        reset(conn).await;
+    }
+    let locker = Locker::with_backend(backend(&servers.urls(), &prefix).await);
+    let mut last = first;
+    for _ in 0..3 {
+        let guard = locker.mutex(name).lock().await.unwrap();
+        assert!(guard.token() > last, "{} not above {last}", guard.token());
+        last = guard.token();
+        guard.release().await.unwrap();
+    }
+    locker.close().await;
+    let calls = script_calls(&mut conns).await;
+    assert!(
+        calls.iter().all(|c| *c == 6),
+        "expected no raise once the proposal is above every counter: {calls:?}"
+    );
+}
