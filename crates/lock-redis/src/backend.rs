@@ -740,6 +740,11 @@ impl Backend for Redis {
             }
         };
         round.detach(&self.inner.background);
+        if outcome.is_ok() {
+            // P4 (c): waiters of this backend (the same Locker) hear of our own release at
+            // once, without the round trip through the server's pub/sub.
+            self.inner.notifier.notify(key);
+        }
         outcome
     }
 
