@@ -147,6 +147,66 @@ async fn waiters_are_woken_after_the_pubsub_connection_is_killed() {
     other.close().await;
 }
 
+/// A pub/sub connection that stays open but stopped forwarding (half-open: a proxy that lost
+/// the flow) is found by the listener's PING within twice the round-trip timeout and replaced,
+/// and a waiter in another locker is then woken by the release notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_a_half_open_pubsub_connection_is_woken() {
+    let Some(servers) = Servers::start(1, &[]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], servers.ports[0]));
+    let proxy = TcpProxy::start(target).await.unwrap();
+    let holder = slow_polling(backend(&servers.urls(), &prefix).await).await;
+    // The waiter's connections go through the proxy: the first is its command connection
+    // (`connect` pings), the second its pub/sub connection.
+    let waiting =
+        slow_polling(backend(&[format!("redis://{}", proxy.addr())], &prefix).await).await;
+    let mut admin = conn(&servers.url(0)).await;
+    let held = holder
+        .mutex("half-open")
+        .ttl(Duration::from_secs(30))
+        .lock()
+        .await
+        .unwrap();
+    let waiter = waiter(&waiting, "half-open");
+    assert!(claim_shows(&admin, &prefix, "half-open").await, "no claim");
+    let before = pubsub_clients(&mut admin).await;
+    assert_eq!(before, 2, "expected the two lockers' pub/sub connections");
+
+    proxy.blackhole(1);
+    let blackholed = Instant::now();
+    // The listener notices (PING every timeout, bounded by the timeout) and subscribes again
+    // on a new connection; the server still has the old one, open.
+    let noticed = lock_testkit::eventually(Duration::from_secs(5), || {
+        let mut admin = admin.clone();
+        async move { pubsub_clients(&mut admin).await == before + 1 }
+    })
+    .await;
+    let took = blackholed.elapsed();
+    assert!(
+        noticed,
+        "the listener did not replace its half-open pub/sub connection"
+    );
+    // 2 x the timeout (500 ms), plus the reconnect's pause and a margin for a loaded machine.
+    assert!(
+        took < Duration::from_millis(2000),
+        "the half-open connection was replaced only after {took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let released = Instant::now();
+    held.release().await.unwrap();
+    let granted = waiter.await.unwrap();
+    let after = granted.duration_since(released);
+    assert!(
+        after < Duration::from_millis(500),
+        "the waiter was granted {after:?} after the release"
+    );
+    holder.close().await;
+    waiting.close().await;
+}
+
 /// P4 (c): a release wakes the waiters of the same locker at once, without the server's
 /// pub/sub. Here that pub/sub connection is half-open and the round-trip timeout the default
 /// 2 s, so the listener would notice only seconds later, and the claim refresh comes only
