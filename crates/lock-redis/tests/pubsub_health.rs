@@ -25,8 +25,8 @@ async fn slow_polling(backend: lock_redis::Redis) -> Locker {
         .unwrap()
 }
 
-/// The number of pub/sub connections the server has.
-async fn pubsub_clients(admin: &mut redis::aio::MultiplexedConnection) -> usize {
+/// The server's pub/sub connections, one `CLIENT LIST` line each.
+async fn pubsub_list(admin: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
         .arg("TYPE")
@@ -34,7 +34,15 @@ async fn pubsub_clients(admin: &mut redis::aio::MultiplexedConnection) -> usize 
         .query_async(admin)
         .await
         .unwrap();
-    list.lines().filter(|l| !l.trim().is_empty()).count()
+    list.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The number of pub/sub connections the server has.
+async fn pubsub_clients(admin: &mut redis::aio::MultiplexedConnection) -> usize {
+    pubsub_list(admin).await.len()
 }
 
 /// Waits until the mutex `name` under `prefix` has one waiting claim.
@@ -90,6 +98,12 @@ async fn waiters_are_woken_after_the_pubsub_connection_is_killed() {
     // The waiter is in another locker (another process): only pub/sub tells it.
     let other = slow_polling(backend(&servers.urls(), &prefix).await).await;
     let mut admin = conn(&servers.url(0)).await;
+    // Where the server has RESP3, the listeners use it (messages pushed, P4 b).
+    let listeners = pubsub_list(&mut admin).await;
+    assert!(
+        listeners.len() == 2 && listeners.iter().all(|l| l.contains(" resp=3")),
+        "{listeners:?}"
+    );
     let hex: String = "woken".bytes().map(|b| format!("{b:02x}")).collect();
     let claims = format!("{prefix}{{{hex}}}:mutex:claims");
     for round in 0..3 {
@@ -240,4 +254,43 @@ async fn a_release_wakes_waiters_of_the_same_locker_locally() {
         "the waiter of the same locker was granted {after:?} after the release"
     );
     locker.close().await;
+}
+
+/// A server without RESP3 (as Redis 5: `HELLO` unknown, emulated by renaming it away) gets the
+/// RESP2 pub/sub listener: a waiter in another locker is still woken by the notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_woken_by_a_server_without_resp3() {
+    let Some(servers) = Servers::start(1, &["--rename-command", "HELLO", ""]).await else {
+        return;
+    };
+    let prefix = prefix();
+    let holder = slow_polling(backend(&servers.urls(), &prefix).await).await;
+    let waiting = slow_polling(backend(&servers.urls(), &prefix).await).await;
+    let mut admin = conn(&servers.url(0)).await;
+    let listeners = pubsub_list(&mut admin).await;
+    assert!(
+        listeners.len() == 2 && listeners.iter().all(|l| l.contains(" resp=2")),
+        "not subscribed over RESP2: {listeners:?}"
+    );
+    for round in 0..3 {
+        let held = holder
+            .mutex("resp2")
+            .ttl(Duration::from_secs(30))
+            .lock()
+            .await
+            .unwrap();
+        let waiter = waiter(&waiting, "resp2");
+        assert!(claim_shows(&admin, &prefix, "resp2").await, "no claim");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let released = Instant::now();
+        held.release().await.unwrap();
+        let granted = waiter.await.unwrap();
+        let after = granted.duration_since(released);
+        assert!(
+            after < Duration::from_millis(500),
+            "round {round}: the waiter was granted {after:?} after the release"
+        );
+    }
+    holder.close().await;
+    waiting.close().await;
 }
