@@ -19,6 +19,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 macro_rules! script {
+    // A prelude runs first, before common.lua's definitions: the mutex fast path, so that it
+    // pays for none of them.
+    ($prelude:literal, $file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!(concat!("scripts/", $prelude)),
+                include_str!("scripts/common.lua"),
+                include_str!(concat!("scripts/", $file))
+            ))
+        })
+    };
     ($file:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
@@ -29,8 +40,8 @@ macro_rules! script {
     };
 }
 
-static ACQUIRE: LazyLock<Script> = script!("acquire.lua");
-static RELEASE: LazyLock<Script> = script!("release.lua");
+static ACQUIRE: LazyLock<Script> = script!("acquire_fast.lua", "acquire.lua");
+static RELEASE: LazyLock<Script> = script!("release_fast.lua", "release.lua");
 static EXTEND: LazyLock<Script> = script!("extend.lua");
 static INSPECT: LazyLock<Script> = script!("inspect.lua");
 static FORCE_RELEASE: LazyLock<Script> = script!("force_release.lua");
@@ -63,7 +74,19 @@ struct Inner {
     config: RedisConfig,
     /// Stragglers and roll-backs still running; `close` waits for them.
     background: Tracker,
+    /// Redlock: the highest token seen per slot of lock keys (hashed), for the next proposal.
+    seen: [AtomicU64; SEEN_SLOTS],
 }
+
+/// How many slots [`Inner::seen`] hashes lock keys into: bounded memory whatever the number
+/// of lock names; keys sharing a slot only raise each other's proposals.
+const SEEN_SLOTS: usize = 64;
+
+/// How far ahead of the client's clock a Redlock proposal is: an instance grants
+/// `max(counter + 1, its clock, proposal)`, so the proposal wins on every instance (and they
+/// grant the same token, which skips the raise) when it is ahead of their clocks by the time
+/// the request arrives. Instances with clocks further ahead only cost the raise round.
+const PROPOSAL_LEAD: Duration = Duration::from_millis(200);
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -136,6 +159,7 @@ impl Redis {
                 listeners,
                 config,
                 background: Tracker::default(),
+                seen: std::array::from_fn(|_| AtomicU64::new(0)),
             }),
             open: lock_core::backend::LastClose::new(),
         })
@@ -161,6 +185,34 @@ impl Redis {
 
     fn nodes(&self) -> &[Node] {
         &self.inner.nodes
+    }
+
+    fn seen_slot(&self, key: &LockKey) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.inner.seen[(hasher.finish() % SEEN_SLOTS as u64) as usize]
+    }
+
+    /// The token a Redlock acquisition proposes (P3): `max(client clock µs + lead, the last
+    /// token seen for the lock + 1)`. Instances grant `max(counter + 1, clock, proposal)`, so
+    /// in the normal case every instance grants exactly the proposal.
+    fn propose(&self, key: &LockKey) -> u64 {
+        let clock = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            + PROPOSAL_LEAD;
+        let clock = u64::try_from(clock.as_micros()).unwrap_or(u64::MAX);
+        clock.max(
+            self.seen_slot(key)
+                .load(Ordering::Relaxed)
+                .saturating_add(1),
+        )
+    }
+
+    /// Records a token granted for `key`, so the next proposal is above it.
+    fn saw(&self, key: &LockKey, token: u64) {
+        self.seen_slot(key).fetch_max(token, Ordering::Relaxed);
     }
 }
 
@@ -234,6 +286,29 @@ fn bad_reply(what: impl fmt::Debug) -> Error {
     Error::unavailable("redis", BadReply(format!("{what:?}")))
 }
 
+/// The acquire script's fast-path argument: `f` for an exclusive mutex request without
+/// metadata (it may take the fast path's lease, see `common.lua`), `m` for another mutex
+/// request (the fast path's lease counts as held), else empty.
+fn acquire_path(request: &AcquireRequest, metadata: &str) -> &'static str {
+    if request.key.kind() != LockKind::Mutex {
+        ""
+    } else if request.mode == Mode::Exclusive && request.limit == 1 && metadata.is_empty() {
+        "f"
+    } else {
+        "m"
+    }
+}
+
+/// The release, extend and raise scripts' argument: `m` when the lease may be the mutex fast
+/// path's, else empty.
+fn mutex_flag(key: &LockKey) -> &'static str {
+    if key.kind() == LockKind::Mutex {
+        "m"
+    } else {
+        ""
+    }
+}
+
 /// The longest TTL sent to a script: 10 years, so that `TIME + ttl` in microseconds stays
 /// exact in Lua's doubles.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -256,6 +331,7 @@ impl Redis {
         request: &AcquireRequest,
         metadata: &str,
         attempt: u64,
+        proposed: u64,
     ) -> Result<Result<NodeAcquired, NodeError>> {
         let layout = &self.inner.layout;
         let key = &request.key;
@@ -264,6 +340,7 @@ impl Redis {
             .key(layout.expiries(key))
             .key(layout.claims(key))
             .key(layout.counter(key))
+            .key(layout.fast(key))
             .arg(request.lease_id.to_ulid_string())
             .arg(&*request.owner)
             .arg(match request.mode {
@@ -277,7 +354,9 @@ impl Redis {
             .arg(metadata)
             .arg(layout.channel(key))
             .arg(COUNTER_MARGIN_MS)
-            .arg(attempt);
+            .arg(attempt)
+            .arg(acquire_path(request, metadata))
+            .arg(proposed);
         let reply: redis::Value = match node.run(&invocation).await {
             Ok(reply) => reply,
             Err(e) => return Ok(Err(e)),
@@ -302,13 +381,16 @@ impl Redis {
         invocation
             .key(layout.expiries(key))
             .key(layout.claims(key))
+            .key(layout.fast(key))
             .arg(lease.to_ulid_string())
             .arg(layout.channel(key));
-        if let Some(attempt) = attempt {
-            invocation
+        match attempt {
+            Some(attempt) => invocation
                 .arg(attempt.number)
-                .arg(attempt.claim.map_or(0, micros));
-        }
+                .arg(attempt.claim.map_or(0, micros)),
+            None => invocation.arg("").arg(0),
+        };
+        invocation.arg(mutex_flag(key));
         self.inner.nodes[i]
             .run::<i64>(&invocation)
             .await
@@ -401,13 +483,14 @@ impl Redis {
         let validity = request.ttl.saturating_sub(drift(request.ttl));
         let deadline = started.checked_add(validity);
         let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let proposed = self.propose(&request.key);
         let shared = Arc::new((request.clone(), metadata.to_owned()));
         let mut round = Round::start(n, 0..n, |i| {
             let this = self.clone();
             let shared = Arc::clone(&shared);
             async move {
                 let (request, metadata) = &*shared;
-                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt)
+                this.acquire_on(&this.inner.nodes[i], request, metadata, attempt, proposed)
                     .await
             }
         });
@@ -457,11 +540,24 @@ impl Redis {
             )
         };
 
+        if let Some(highest) = grants.iter().map(|&(_, t)| t).max() {
+            self.saw(&request.key, highest);
+        }
         if mismatch.is_none() && bad.is_none() && grants.len() >= quorum && in_time() {
+            let token = grants.iter().map(|&(_, t)| t).max().unwrap_or(0);
+            if grants.iter().filter(|&&(_, t)| t == token).count() >= quorum {
+                // P3, the normal case: a quorum of instances granted the same token T (the
+                // proposal), so their counters are T while they hold the lease, which is
+                // what the raise would establish: any later quorum meets one of them, where
+                // it is granted only after this lease ended, above T. No second round.
+                round.detach(&self.inner.background);
+                return Ok(Acquired::Granted {
+                    token: FencingToken(token),
+                });
+            }
             // The second round: raise the counters of the instances holding the lease to T
             // before reporting T, so any later quorum (which meets them on an instance where
             // it can be granted only after this lease ended) counts from above T.
-            let token = grants.iter().map(|&(_, t)| t).max().unwrap_or(0);
             let granted: Vec<usize> = grants.iter().map(|&(i, _)| i).collect();
             let mut raise = Round::start(n, granted.iter().copied(), |i| {
                 let this = self.clone();
@@ -473,10 +569,12 @@ impl Redis {
                     invocation
                         .key(layout.expiries(&key))
                         .key(layout.counter(&key))
+                        .key(layout.fast(&key))
                         .arg(lease.to_ulid_string())
                         .arg(token)
                         .arg(COUNTER_MARGIN_MS)
-                        .arg(attempt);
+                        .arg(attempt)
+                        .arg(mutex_flag(&key));
                     this.inner.nodes[i].run::<i64>(&invocation).await
                 }
             });
@@ -598,7 +696,7 @@ impl Backend for Redis {
             return self.acquire_redlock(request, &metadata).await;
         }
         match self
-            .acquire_on(&self.nodes()[0], request, &metadata, 0)
+            .acquire_on(&self.nodes()[0], request, &metadata, 0, 0)
             .await?
         {
             Ok(NodeAcquired::Granted(token)) => Ok(Acquired::Granted {
@@ -645,6 +743,11 @@ impl Backend for Redis {
             }
         };
         round.detach(&self.inner.background);
+        if outcome.is_ok() {
+            // P4 (c): waiters of this backend (the same Locker) hear of our own release at
+            // once, without the round trip through the server's pub/sub.
+            self.inner.notifier.notify(key);
+        }
         outcome
     }
 
@@ -667,9 +770,11 @@ impl Backend for Redis {
                 invocation
                     .key(layout.expiries(&key))
                     .key(layout.claims(&key))
+                    .key(layout.fast(&key))
                     .arg(lease.to_ulid_string())
                     .arg(micros(ttl))
-                    .arg(layout.channel(&key));
+                    .arg(layout.channel(&key))
+                    .arg(mutex_flag(&key));
                 this.inner.nodes[i].run::<i64>(&invocation).await
             }
         });
@@ -733,6 +838,7 @@ impl Backend for Redis {
                     .key(layout.set_of(name, kind))
                     .key(layout.expiries_of(name, kind));
             }
+            invocation.key(layout.fast_of(name, LockKind::Mutex));
             node.run::<Vec<String>>(&invocation).await
         }))
         .await;
@@ -809,6 +915,7 @@ impl Backend for Redis {
                     .key(layout.expiries_of(name, kind))
                     .key(layout.claims_of(name, kind));
             }
+            invocation.key(layout.fast_of(name, LockKind::Mutex));
             for kind in KINDS {
                 invocation.arg(layout.channel_of(name, kind));
             }

@@ -8,6 +8,7 @@
 //! | `p{HEX}:kind:exp` | sorted set | the leases' and claims' fields by expiry (µs) |
 //! | `p{HEX}:kind:claims` | sorted set | the waiting claims' lease ids, in lexicographic (= ULID time) order |
 //! | `p{HEX}:kind:token` | string | the fencing-token counter |
+//! | `p{HEX}:mutex:lease` | string | a mutex's lease taken on the fast path, while nobody waits (`token\|attempt\|lease id\|owner`, with the server's native expiry) |
 //! | `p{HEX}:kind:changed` | pub/sub channel | change signals |
 //!
 //! where `HEX` is the name's UTF-8 bytes in lowercase hexadecimal: every key of one name shares
@@ -77,6 +78,16 @@ impl Layout {
     /// The token counter.
     pub(crate) fn counter(&self, key: &LockKey) -> String {
         self.base(key.name(), key.kind()) + ":token"
+    }
+
+    /// The mutex fast path's lease key (used with kind [`LockKind::Mutex`] only).
+    pub(crate) fn fast(&self, key: &LockKey) -> String {
+        self.fast_of(key.name(), key.kind())
+    }
+
+    /// The fast path's lease key of `name` of `kind`.
+    pub(crate) fn fast_of(&self, name: &str, kind: LockKind) -> String {
+        self.base(name, kind) + ":lease"
     }
 
     /// The change channel.

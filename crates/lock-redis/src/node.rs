@@ -8,8 +8,10 @@ use lock_core::redact::passwords;
 use lock_core::{Error, Notifier, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
+use redis::{AsyncConnectionConfig, PushInfo, PushKind};
 use redis::{Client, FromRedisValue, IntoConnectionInfo, ScriptInvocation};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -87,6 +89,8 @@ pub(crate) struct Node {
     /// The passwords the URL holds, to scrub them from client error texts.
     passwords: Vec<String>,
     client: Client,
+    /// The same instance over RESP3, for the listener's push messages.
+    push_client: Client,
     conn: ConnectionManager,
     timeout: Duration,
 }
@@ -98,20 +102,26 @@ impl Node {
         let redacted = redact(url).into_owned();
         let passwords = passwords(url);
         let clean = |e: redis::RedisError| scrub(e.to_string(), &passwords);
+        let build = |info: redis::ConnectionInfo| match root_cert {
+            Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+            _ => Client::open(info),
+        };
         let opened = url.into_connection_info().and_then(|info| {
             let info = info.set_tcp_settings(tcp_settings());
-            match root_cert {
-                Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
-                    info,
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem.to_vec()),
-                    },
-                ),
-                _ => Client::open(info),
-            }
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            let resp3 = info.clone().set_redis_settings(settings);
+            Ok((build(info)?, build(resp3)?))
         });
-        let client = opened.map_err(|e| {
+        let (client, push_client) = opened.map_err(|e| {
             Error::config(format!("redis url {redacted:?} is invalid: {}", clean(e)))
         })?;
         let config = ConnectionManagerConfig::new()
@@ -126,6 +136,7 @@ impl Node {
             url: redacted,
             passwords,
             client,
+            push_client,
             conn,
             timeout,
         })
@@ -204,12 +215,19 @@ impl Node {
     /// but stopped answering (half-open, a proxy that forgot it) is replaced within about twice
     /// the timeout. Failures emit a `tracing` warning. The returned receiver turns true once the
     /// first subscription is acknowledged.
+    ///
+    /// The connection speaks RESP3 where the server can (Redis 6 and later): its messages are
+    /// pushed to a sender that signals `notifier` from inside the connection's driver task, so a
+    /// notification reaches the waiter without a hop through this listener's task (P4 b). A
+    /// server without RESP3 (`HELLO` unknown) gets a RESP2 pub/sub connection, whose messages
+    /// this task forwards.
     pub(crate) fn listen(
         &self,
         layout: Layout,
         notifier: Notifier,
     ) -> (JoinHandle<()>, tokio::sync::watch::Receiver<bool>) {
         let client = self.client.clone();
+        let push_client = self.push_client.clone();
         let timeout = self.timeout;
         let url = self.url.clone();
         let passwords = self.passwords.clone();
@@ -218,64 +236,197 @@ impl Node {
             let pattern = layout.pattern();
             let mut pause = Duration::from_millis(100);
             let check_every = timeout.max(Duration::from_millis(100));
+            let mut resp3 = true;
             loop {
-                let connected = tokio::time::timeout(timeout, async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.psubscribe(&pattern).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
-                })
-                .await;
-                match connected {
-                    Ok(Ok(pubsub)) => {
-                        pause = Duration::from_millis(100);
-                        subscribed.send_replace(true);
-                        // Changes made while we were not listening went unheard.
-                        notifier.notify_all();
-                        let (mut sink, mut messages) = pubsub.split();
-                        let mut check = tokio::time::interval(check_every);
-                        check.tick().await;
-                        let why = loop {
-                            tokio::select! {
-                                message = messages.next() => match message {
-                                    Some(message) => {
-                                        if let Some(key) =
-                                            layout.parse_channel(message.get_channel_name())
-                                        {
-                                            notifier.notify(&key);
+                let why = if resp3 {
+                    let closed = Arc::new(tokio::sync::Notify::new());
+                    let sender = push_sender(layout.clone(), notifier.clone(), closed.clone());
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(timeout))
+                        .set_response_timeout(Some(timeout))
+                        .set_push_sender(sender);
+                    let connected = tokio::time::timeout(timeout, async {
+                        let mut conn = push_client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?;
+                        conn.psubscribe(&pattern).await?;
+                        Ok::<_, redis::RedisError>(conn)
+                    })
+                    .await;
+                    match connected {
+                        Ok(Ok(mut conn)) => {
+                            pause = Duration::from_millis(100);
+                            subscribed.send_replace(true);
+                            notifier.notify_all();
+                            let mut check = tokio::time::interval(check_every);
+                            check.tick().await;
+                            Some(loop {
+                                tokio::select! {
+                                    _ = closed.notified() => {
+                                        break "the connection closed".to_owned();
+                                    }
+                                    _ = check.tick() => {
+                                        let ping = redis::cmd("PING");
+                                        let answer = ping.query_async::<redis::Value>(&mut conn);
+                                        match tokio::time::timeout(timeout, answer).await {
+                                            Ok(Ok(_)) => {}
+                                            Ok(Err(e)) => break scrub(e.to_string(), &passwords),
+                                            Err(_) => break format!("no answer to PING within {timeout:?}"),
                                         }
                                     }
-                                    None => break "the connection closed".to_owned(),
-                                },
-                                _ = check.tick() => {
-                                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
-                                        Ok(Ok(_)) => {}
-                                        Ok(Err(e)) => break scrub(e.to_string(), &passwords),
-                                        Err(_) => break format!("no answer to PING within {timeout:?}"),
-                                    }
                                 }
-                            }
-                        };
-                        tracing::warn!(
-                            node = %url,
-                            reason = %why,
-                            "lock-redis: the pub/sub connection failed; reconnecting"
-                        );
+                            })
+                        }
+                        Ok(Err(e)) if no_resp3(&e) => {
+                            resp3 = false;
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(
+                                node = %url,
+                                error = %scrub(e.to_string(), &passwords),
+                                "lock-redis: cannot subscribe to change notifications; retrying"
+                            );
+                            None
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                node = %url,
+                                "lock-redis: subscribing to change notifications timed out; retrying"
+                            );
+                            None
+                        }
                     }
-                    Ok(Err(e)) => tracing::warn!(
+                } else {
+                    resp2_session(
+                        &client,
+                        &pattern,
+                        &layout,
+                        &notifier,
+                        &subscribed,
+                        timeout,
+                        check_every,
+                        &url,
+                        &passwords,
+                        &mut pause,
+                    )
+                    .await
+                };
+                if let Some(why) = why {
+                    tracing::warn!(
                         node = %url,
-                        error = %scrub(e.to_string(), &passwords),
-                        "lock-redis: cannot subscribe to change notifications; retrying"
-                    ),
-                    Err(_) => tracing::warn!(
-                        node = %url,
-                        "lock-redis: subscribing to change notifications timed out; retrying"
-                    ),
+                        reason = %why,
+                        "lock-redis: the pub/sub connection failed; reconnecting"
+                    );
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         });
         (task, ready)
+    }
+}
+
+/// True when `e` says the server does not speak RESP3 (no `HELLO`: Redis 5).
+fn no_resp3(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::RESP3NotSupported || e.to_string().contains("HELLO")
+}
+
+/// The push sender of the listener's RESP3 connection, run inside the connection's driver
+/// task: a pattern message signals the waiters of its lock; the connection's end wakes the
+/// listener through `closed`.
+fn push_sender(
+    layout: Layout,
+    notifier: Notifier,
+    closed: Arc<tokio::sync::Notify>,
+) -> impl Fn(PushInfo) -> Result<(), std::convert::Infallible> + Send + Sync + 'static {
+    move |info: PushInfo| {
+        match info.kind {
+            PushKind::PMessage | PushKind::Message => {
+                let channel = match info.kind {
+                    PushKind::PMessage => info.data.get(1),
+                    _ => info.data.first(),
+                };
+                if let Some(redis::Value::BulkString(bytes)) = channel
+                    && let Ok(channel) = std::str::from_utf8(bytes)
+                    && let Some(key) = layout.parse_channel(channel)
+                {
+                    notifier.notify(&key);
+                }
+            }
+            PushKind::Disconnection => closed.notify_one(),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// One RESP2 pub/sub session of the listener (a server without RESP3): subscribes, forwards
+/// messages to `notifier` and PINGs the connection, until it fails. Returns why it ended, or
+/// `None` when it could not subscribe (already reported).
+#[allow(clippy::too_many_arguments)]
+async fn resp2_session(
+    client: &Client,
+    pattern: &str,
+    layout: &Layout,
+    notifier: &Notifier,
+    subscribed: &tokio::sync::watch::Sender<bool>,
+    timeout: Duration,
+    check_every: Duration,
+    url: &str,
+    passwords: &[String],
+    pause: &mut Duration,
+) -> Option<String> {
+    let connected = tokio::time::timeout(timeout, async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe(pattern).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    })
+    .await;
+    match connected {
+        Ok(Ok(pubsub)) => {
+            *pause = Duration::from_millis(100);
+            subscribed.send_replace(true);
+            // Changes made while we were not listening went unheard.
+            notifier.notify_all();
+            let (mut sink, mut messages) = pubsub.split();
+            let mut check = tokio::time::interval(check_every);
+            check.tick().await;
+            Some(loop {
+                tokio::select! {
+                    message = messages.next() => match message {
+                        Some(message) => {
+                            if let Some(key) = layout.parse_channel(message.get_channel_name()) {
+                                notifier.notify(&key);
+                            }
+                        }
+                        None => break "the connection closed".to_owned(),
+                    },
+                    _ = check.tick() => {
+                        match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) => break scrub(e.to_string(), passwords),
+                            Err(_) => break format!("no answer to PING within {timeout:?}"),
+                        }
+                    }
+                }
+            })
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                node = %url,
+                error = %scrub(e.to_string(), passwords),
+                "lock-redis: cannot subscribe to change notifications; retrying"
+            );
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                node = %url,
+                "lock-redis: subscribing to change notifications timed out; retrying"
+            );
+            None
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 pub struct TcpProxy {
     addr: SocketAddr,
     state: Arc<watch::Sender<Link>>,
+    /// The connections (by accept order) that were blackholed.
+    holes: Arc<watch::Sender<Vec<usize>>>,
     accept: JoinHandle<()>,
 }
 
@@ -41,10 +43,12 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(watch::channel(Link::Up { generation: 0 }).0);
-        let accept = tokio::spawn(accept_loop(listener, target, state.clone()));
+        let holes = Arc::new(watch::channel(Vec::new()).0);
+        let accept = tokio::spawn(accept_loop(listener, target, state.clone(), holes.clone()));
         Ok(TcpProxy {
             addr,
             state,
+            holes,
             accept,
         })
     }
@@ -72,6 +76,15 @@ impl TcpProxy {
         });
     }
 
+    /// Blackholes one connection, the `index`-th accepted (0 for the first): from now on
+    /// nothing crosses it in either direction, and it stays open, as a connection whose peer or
+    /// middlebox lost the flow without a reset (half-open). The other connections, and new
+    /// ones, are forwarded as before. [`restore`](Self::restore) or dropping the proxy closes
+    /// it.
+    pub fn blackhole(&self, index: usize) {
+        self.holes.send_modify(|holes| holes.push(index));
+    }
+
     /// True while cut.
     pub fn is_cut(&self) -> bool {
         matches!(*self.state.borrow(), Link::Cut { .. })
@@ -90,16 +103,29 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, state: Arc<watch::Sender<Link>>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    state: Arc<watch::Sender<Link>>,
+    holes: Arc<watch::Sender<Vec<usize>>>,
+) {
+    let mut index = 0;
     while let Ok((client, _)) = listener.accept().await {
         let rx = state.subscribe();
-        tokio::spawn(forward(client, target, rx));
+        tokio::spawn(forward(client, target, rx, holes.subscribe(), index));
+        index += 1;
     }
 }
 
-/// Forwards one connection until either side closes, the link is cut (then waits for the
-/// restore and closes), or the proxy is dropped.
-async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Link>) {
+/// Forwards one connection (the `index`-th) until either side closes, the link is cut or the
+/// connection blackholed (then waits for the restore and closes), or the proxy is dropped.
+async fn forward(
+    mut client: TcpStream,
+    target: SocketAddr,
+    mut rx: watch::Receiver<Link>,
+    mut holes: watch::Receiver<Vec<usize>>,
+    index: usize,
+) {
     let generation = rx.borrow().generation();
     let cut = |link: &Link| matches!(link, Link::Cut { .. }) || link.generation() != generation;
     if cut(&rx.borrow_and_update()) {
@@ -112,6 +138,7 @@ async fn forward(mut client: TcpStream, target: SocketAddr, mut rx: watch::Recei
     let partitioned = tokio::select! {
         _ = copy_bidirectional(&mut client, &mut server) => false,
         _ = rx.wait_for(|link| cut(link)) => true,
+        _ = holes.wait_for(|holes| holes.contains(&index)) => true,
     };
     if partitioned {
         // Hold both sockets open and silent until the link is restored, then close them.
@@ -150,6 +177,29 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(300), stream.read_exact(&mut buf)).await,
             Ok(Ok(_))
         ) && &buf == b"ping"
+    }
+
+    #[tokio::test]
+    async fn blackhole_silences_one_connection_and_keeps_it_open() {
+        let proxy = TcpProxy::start(echo_server().await).await.unwrap();
+        let mut first = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut second = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(roundtrip(&mut first).await);
+        assert!(roundtrip(&mut second).await);
+        proxy.blackhole(1);
+        assert!(roundtrip(&mut first).await, "the other connection stopped");
+        assert!(!roundtrip(&mut second).await, "bytes crossed a blackhole");
+        let mut buf = [0u8; 1];
+        let open = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+        assert!(
+            open.is_err(),
+            "the blackholed connection was closed: {open:?}"
+        );
+        let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert!(
+            roundtrip(&mut third).await,
+            "a new connection is not forwarded"
+        );
     }
 
     #[tokio::test]

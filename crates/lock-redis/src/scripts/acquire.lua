@@ -1,18 +1,22 @@
 -- Adds a lease if it fits, else records (or refreshes) the request's waiting claim.
--- KEYS: 1 H, 2 E, 3 Q (see common.lua), 4 the token counter.
+-- KEYS: 1 H, 2 E, 3 Q (see common.lua), 4 the token counter, 5 F (the mutex fast path's
+--       lease, see common.lua).
 -- ARGV: 1 lease id, 2 owner, 3 mode ('x' exclusive, 's' shared), 4 permits, 5 limit,
 --       6 ttl (us), 7 claim ttl (us, 0 = no claim), 8 metadata, 9 change channel,
 --       10 counter margin (ms: how long the counter outlives the clock passing it),
 --       11 attempt (Redlock: this attempt's number, increasing across the attempts of one
---       lease id; 0 on one instance).
+--       lease id; 0 on one instance), 12 fast path: '' (not a mutex), 'm' (a mutex: F counts
+--       as held) or 'f' (a mutex request that may take F), 13 the proposed token (0 = none).
 -- Returns {'granted', token} | {'busy', retry_after_us or -1} | {'mismatch', stored_limit}.
 -- A request with a claim ttl counts the claims ordered before its own (claims sort by lease
 -- id, see common.lua), one without counts every claim.
-local H, E, Q, counter = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local H, E, Q, counter, F = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, owner, mode = ARGV[1], ARGV[2], ARGV[3]
 local permits, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local ttl, claim_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
 local attempt = tonumber(ARGV[11]) or 0
+local proposed = tonumber(ARGV[13] or '') or 0
+
 local now = now_us()
 local s = state(H, id)
 if s.l and purge(H, E, Q, now) then
@@ -46,6 +50,7 @@ if s.k > 0 and s.l ~= nil and s.l ~= limit then
 end
 local held = s.h
 if s.k == 0 then held = 0 end
+if fast_after then held = limit end
 local weight = weight_of(mode, permits, limit)
 local fits = held + weight <= limit
 local mine = s.claim and 1 or 0
@@ -74,9 +79,7 @@ if fits and s.n > mine then
 end
 
 if fits then
-  local last = tonumber(redis.call('GET', counter) or '0') or 0
-  local token = last + 1
-  if now > token then token = now end
+  local token = next_token(counter, now, proposed)
   set_counter(counter, token, now, tonumber(ARGV[10]))
   local expires = now + ttl
   local fields = {
@@ -129,4 +132,6 @@ if claim_ttl > 0 then
     redis.call('PEXPIRE', Q, fmt(math.floor((s.x - now) / 1000) + 1))
   end
 end
-return {'busy', retry_after(E, now)}
+local after = retry_after(E, now)
+if fast_after and (after < 0 or fast_after < after) then after = fast_after end
+return {'busy', after}

@@ -131,3 +131,31 @@ local function retry_after(E, now)
   if after < 1 then after = 1 end
   return after
 end
+
+-- The next token: above the counter, the server clock and the token the client proposed
+-- (Redlock: the same proposal on every instance makes them grant the same token).
+local function next_token(counter, now, proposed)
+  local token = (tonumber(redis.call('GET', counter) or '0') or 0) + 1
+  if now > token then token = now end
+  if proposed > token then token = proposed end
+  return token
+end
+
+-- The mutex fast path (a mutex's lease on its own, without waiters, see keys.rs): one string
+-- key F 'token|attempt|id|owner' with the server's native expiry. It is granted only while
+-- the lease set H does not exist, and the general path counts it as held.
+local function parse_fast(v)
+  local t, a, i, o = string.match(v, '^(%d+)|(%d+)|([^|]*)|(.*)$')
+  return tonumber(t), tonumber(a), i, o
+end
+
+local function fast_record(token, attempt, id, owner)
+  return fmt(token) .. '|' .. fmt(attempt) .. '|' .. id .. '|' .. owner
+end
+
+-- Microseconds as whole milliseconds, rounded up, at least 1.
+local function ms_of(us)
+  local ms = math.ceil(us / 1000)
+  if ms < 1 then ms = 1 end
+  return ms
+end
