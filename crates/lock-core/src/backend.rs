@@ -289,6 +289,16 @@ impl LastClose {
         }
     }
 
+    /// A clone for the backend's own background work (a roll-back, a straggler of a round):
+    /// it does not count as open, so it never keeps [`close`](Self::close) from ending the
+    /// shared state, and closing or dropping it changes nothing.
+    pub fn uncounted(&self) -> LastClose {
+        LastClose {
+            open: self.open.clone(),
+            closed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
     /// Closes this clone; true when it was the last open one, so the caller ends the shared
     /// state. A second call on the same clone returns false.
     pub fn close(&self) -> bool {

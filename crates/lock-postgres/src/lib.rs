@@ -24,6 +24,12 @@ const IDLE_SESSIONS: usize = 4;
 /// How often each [`Postgres`] runs the row clean-up, and the most rows one run deletes.
 const CLEAN_UP_EVERY: Duration = Duration::from_secs(60);
 const CLEAN_UP_BATCH: i64 = 1000;
+
+/// The bound of one clean-up batch on the client: a connection, then the statements (each
+/// bounded by the server's statement timeout too).
+fn clean_up_bound(inner: &Inner) -> Duration {
+    inner.config.connect_timeout + Duration::from_secs(20)
+}
 /// How long a contender waits for the session of an expired or force-released lease to end.
 const TERMINATE_WAIT_MS: i64 = 5000;
 
@@ -179,8 +185,19 @@ impl Postgres {
     ///
     /// Cancel safe: a dropped call's transaction is rolled back.
     pub async fn clean_up(&self) -> Result<usize> {
-        let mut conn = self.pooled().await?;
-        self.inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await
+        // Bounded on the client too: a server that never answers must not hang the call (the
+        // statement timeout is the server's, which never sees the query then).
+        tokio::time::timeout(clean_up_bound(&self.inner), async {
+            let mut conn = self.pooled().await?;
+            self.inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await
+        })
+        .await
+        .map_err(|_| {
+            Error::unavailable(
+                "postgres",
+                "the row clean-up got no answer within its bound",
+            )
+        })?
     }
 
     /// The mode this backend runs in.
@@ -627,11 +644,14 @@ async fn sweep(inner: std::sync::Weak<Inner>) {
             let Some(inner) = inner.upgrade() else {
                 return;
             };
-            let Ok(mut conn) = inner.pool.acquire().await else {
-                break;
-            };
-            let deleted = inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await;
-            if !matches!(deleted, Ok(n) if n == usize::try_from(CLEAN_UP_BATCH).unwrap_or(0)) {
+            // Bounded, so a server that never answers cannot keep the backend alive.
+            let deleted = tokio::time::timeout(clean_up_bound(&inner), async {
+                let mut conn = inner.pool.acquire().await.map_err(unavailable)?;
+                inner.sql.clean_up(&mut conn, CLEAN_UP_BATCH).await
+            })
+            .await;
+            drop(inner);
+            if !matches!(deleted, Ok(Ok(n)) if n == usize::try_from(CLEAN_UP_BATCH).unwrap_or(0)) {
                 break;
             }
         }

@@ -449,9 +449,18 @@ impl Sql {
         let (status, token, wait, pids, stored_limit) = row.map_err(unavailable)?;
         let wait = wait.map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0)));
         Ok(match status.as_str() {
-            "granted" => Outcome::Done(Acquired::Granted {
-                token: FencingToken(token.and_then(|t| u64::try_from(t).ok()).unwrap_or(0)),
-            }),
+            "granted" => match token.and_then(|t| u64::try_from(t).ok()) {
+                Some(token) if token > 0 => Outcome::Done(Acquired::Granted {
+                    token: FencingToken(token),
+                }),
+                // Never a made-up token: the grant's outcome is unknown to the caller then.
+                _ => {
+                    return Err(Error::unavailable(
+                        "postgres",
+                        format!("the server granted without a valid token ({token:?})"),
+                    ));
+                }
+            },
             "busy" => Outcome::Done(Acquired::Busy { retry_after: wait }),
             "blocked" => Outcome::Blocked(wait),
             "end" => Outcome::End(pids.unwrap_or_default()),

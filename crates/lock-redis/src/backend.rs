@@ -165,6 +165,15 @@ impl Redis {
         })
     }
 
+    /// A handle for this backend's own background work (round stragglers, roll-backs): it
+    /// does not count as an open clone, so it never keeps `close` from doing its work.
+    fn background(&self) -> Redis {
+        Redis {
+            inner: self.inner.clone(),
+            open: self.open.uncounted(),
+        }
+    }
+
     /// The configuration this backend was connected with.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -422,7 +431,7 @@ impl Redis {
         attempt: Option<Attempt>,
     ) -> Option<JoinHandle<()>> {
         let release_on = |nodes: Vec<usize>| {
-            let this = self.clone();
+            let this = self.background();
             let key = key.clone();
             this.inner.background.clone().spawn(async move {
                 join_all(
@@ -441,7 +450,7 @@ impl Redis {
         if !unsure.is_empty() {
             release_on(unsure);
         }
-        let this = self.clone();
+        let this = self.background();
         let owned_key = key.clone();
         stragglers.finish_in_background(&self.inner.background, move |i, answer| {
             let this = this.clone();
@@ -486,7 +495,7 @@ impl Redis {
         let proposed = self.propose(&request.key);
         let shared = Arc::new((request.clone(), metadata.to_owned()));
         let mut round = Round::start(n, 0..n, |i| {
-            let this = self.clone();
+            let this = self.background();
             let shared = Arc::clone(&shared);
             async move {
                 let (request, metadata) = &*shared;
@@ -560,7 +569,7 @@ impl Redis {
             // it can be granted only after this lease ended) counts from above T.
             let granted: Vec<usize> = grants.iter().map(|&(i, _)| i).collect();
             let mut raise = Round::start(n, granted.iter().copied(), |i| {
-                let this = self.clone();
+                let this = self.background();
                 let key = request.key.clone();
                 let lease = request.lease_id;
                 async move {
@@ -711,7 +720,7 @@ impl Backend for Redis {
     async fn release(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
         let n = self.nodes().len();
         let mut round = Round::start(n, 0..n, |i| {
-            let this = self.clone();
+            let this = self.background();
             let key = key.clone();
             async move { this.release_on(i, &key, lease, None).await }
         });
@@ -762,7 +771,7 @@ impl Backend for Redis {
             started.checked_add(ttl.saturating_sub(drift(ttl)))
         };
         let mut round = Round::start(n, 0..n, |i| {
-            let this = self.clone();
+            let this = self.background();
             let key = key.clone();
             async move {
                 let layout = &this.inner.layout;
