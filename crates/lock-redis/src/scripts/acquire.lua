@@ -19,7 +19,9 @@ local proposed = tonumber(ARGV[13] or '') or 0
 
 local now = now_us()
 local s = state(H, id)
-if s.l and purge(H, E, Q, now) then
+-- Whenever the set exists, with or without its limit field: a roll-back of a fast-path lease
+-- makes a set with a claim and no limit, and its claim must lapse like any other.
+if purge(H, E, Q, now) then
   s = state(H, id)
   if s.n > 0 then
     redis.call('PUBLISH', ARGV[9], 'expired')
