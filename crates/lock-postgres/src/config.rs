@@ -80,6 +80,14 @@ pub struct PostgresConfig {
     pub table_prefix: String,
     /// Size of the connection pool used for everything but held advisory locks. Default 5.
     pub max_connections: u32,
+    /// Advisory mode: the most server sessions this backend opens for held leases, waiting
+    /// acquisitions and its idle-session cache (`LOCK_POSTGRES_MAX_SESSIONS`, review finding
+    /// PG-6), on top of the pool and the one `LISTEN` session. Acquisitions beyond it wait in
+    /// the client for a session to come free (woken by a local release), within their own
+    /// bounds. Default 64: a third of PostgreSQL's default `max_connections` (100) below it,
+    /// so a herd on one hot lock in one process cannot take the whole server, while 64 leases
+    /// held at once by one process is far above ordinary use. Lease mode opens no sessions.
+    pub max_sessions: u32,
     /// How long to wait for a connection (from the pool or a new session). Default 5 s.
     pub connect_timeout: Duration,
     /// The URL of the one `LISTEN` connection, when it must differ from `url` — for example
@@ -114,6 +122,7 @@ impl PostgresConfig {
         MODE,
         TABLE_PREFIX,
         MAX_CONNECTIONS,
+        MAX_SESSIONS,
         CONNECT_TIMEOUT,
         LISTEN_URL,
     ];
@@ -127,6 +136,7 @@ impl PostgresConfig {
     /// | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` or `lease` |
     /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
     /// | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the pool (held advisory locks have their own sessions) |
+    /// | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and idle reuse (beyond it, acquisitions wait in the client) |
     /// | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
     /// | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the one `LISTEN` session connects (straight to the server when the URL goes through PgBouncer) |
     ///
@@ -155,6 +165,9 @@ impl PostgresConfig {
         }
         if let Some(max) = given.int(MAX_CONNECTIONS, "a positive integer")? {
             config.max_connections = max;
+        }
+        if let Some(max) = given.int(MAX_SESSIONS, "a positive integer")? {
+            config.max_sessions = max;
         }
         if let Some(timeout) = given.duration(CONNECT_TIMEOUT)? {
             config.connect_timeout = timeout;
@@ -195,6 +208,9 @@ impl PostgresConfig {
         if self.max_connections == 0 {
             return fail(MAX_CONNECTIONS, "must be at least 1");
         }
+        if self.max_sessions == 0 {
+            return fail(MAX_SESSIONS, "must be at least 1");
+        }
         if self.connect_timeout.is_zero() {
             return fail(CONNECT_TIMEOUT, "must be greater than 0");
         }
@@ -216,6 +232,7 @@ const MODE: Setting = Setting::new("LOCK_POSTGRES_MODE", "postgres_mode");
 const TABLE_PREFIX: Setting = Setting::new("LOCK_POSTGRES_TABLE_PREFIX", "postgres_table_prefix");
 const MAX_CONNECTIONS: Setting =
     Setting::new("LOCK_POSTGRES_MAX_CONNECTIONS", "postgres_max_connections");
+const MAX_SESSIONS: Setting = Setting::new("LOCK_POSTGRES_MAX_SESSIONS", "postgres_max_sessions");
 const CONNECT_TIMEOUT: Setting =
     Setting::new("LOCK_POSTGRES_CONNECT_TIMEOUT", "postgres_connect_timeout");
 const LISTEN_URL: Setting = Setting::new("LOCK_POSTGRES_LISTEN_URL", "postgres_listen_url");
@@ -228,6 +245,7 @@ impl Default for PostgresConfig {
             mode: PostgresMode::default(),
             table_prefix: "lock_".to_owned(),
             max_connections: 5,
+            max_sessions: 64,
             connect_timeout: Duration::from_secs(5),
             listen_url: None,
         }
@@ -242,6 +260,7 @@ impl fmt::Debug for PostgresConfig {
             .field("mode", &self.mode)
             .field("table_prefix", &self.table_prefix)
             .field("max_connections", &self.max_connections)
+            .field("max_sessions", &self.max_sessions)
             .field("connect_timeout", &self.connect_timeout)
             .field("listen_url", &self.listen_url.as_deref().map(redact))
             .finish()
@@ -275,6 +294,29 @@ mod tests {
         }
         let err = "table".parse::<PostgresMode>().unwrap_err().to_string();
         assert!(err.contains("\"table\""), "{err}");
+    }
+
+    #[test]
+    fn max_sessions_is_read_and_checked() {
+        let mut given = Settings::new();
+        given.insert(
+            "postgres_url",
+            lock_core::settings::Value::One("postgres://db/app".into()),
+            "",
+        );
+        assert_eq!(PostgresConfig::from_settings(&given).unwrap().max_sessions, 64);
+        given.insert(
+            "postgres_max_sessions",
+            lock_core::settings::Value::One("8".into()),
+            "",
+        );
+        let config = PostgresConfig::from_settings(&given).unwrap();
+        assert_eq!(config.max_sessions, 8);
+        config.check(&given).unwrap();
+        let mut zero = config.clone();
+        zero.max_sessions = 0;
+        let err = zero.check(&given).unwrap_err().to_string();
+        assert!(err.contains("LOCK_POSTGRES_MAX_SESSIONS"), "{err}");
     }
 
     #[test]

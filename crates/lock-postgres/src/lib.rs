@@ -15,8 +15,10 @@ use sql::{Outcome, Sql, Take, unavailable};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Idle advisory sessions kept for reuse (per [`Postgres`]).
@@ -50,10 +52,17 @@ struct Session {
     conn: PgConnection,
     pid: i32,
     reused: bool,
+    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes.
+    permit: OwnedSemaphorePermit,
 }
 
-#[derive(Default)]
 struct Sessions {
+    /// The cap on open sessions (review finding PG-6): a permit per session, whether it holds a
+    /// lease, waits, or sits in the idle cache.
+    permits: Arc<Semaphore>,
+    /// Acquisitions waiting in the client for a permit: while there are any, a session that
+    /// comes free is closed (its permit goes to a waiter) instead of being cached.
+    waiting: AtomicUsize,
     /// The sessions holding this process's advisory leases (a slot emptied by the release).
     held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
@@ -146,6 +155,7 @@ impl Postgres {
             .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(listen_options);
         let listener = tokio::spawn(listen(listen_pool, sql.channel.clone(), notifier.clone()));
+        let config_max_sessions = config.max_sessions;
         let inner = Arc::new(Inner {
             config,
             options,
@@ -154,7 +164,15 @@ impl Postgres {
             notifier,
             listener: StdMutex::new(Some(listener)),
             sweeper: StdMutex::new(None),
-            sessions: Sessions::default(),
+            sessions: Sessions {
+                permits: Arc::new(Semaphore::new(
+                    usize::try_from(config_max_sessions).unwrap_or(usize::MAX),
+                )),
+                waiting: AtomicUsize::new(0),
+                held: StdMutex::default(),
+                idle: StdMutex::default(),
+                orphans: StdMutex::default(),
+            },
         });
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&inner)));
         *locked(&inner.sweeper) = Some(sweeper);
@@ -223,7 +241,27 @@ impl Postgres {
         }
         let mut ends = 0;
         loop {
-            let mut session = inner.session().await?;
+            // Beyond the session cap, wait in the client (PG-6): for as long as a server-side
+            // wait would, or for a plain try as long as for a pooled connection.
+            let wait = request
+                .claim
+                .map_or(inner.config.connect_timeout, |claim| claim / 3);
+            let Some(mut session) = inner.session(wait).await? else {
+                if request.claim.is_some() {
+                    return Ok(Acquired::Busy { retry_after: None });
+                }
+                return Err(Error::unavailable(
+                    "postgres",
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) stayed busy \
+                             for {wait:?}",
+                            inner.config.max_sessions
+                        ),
+                    ),
+                ));
+            };
             let mut flight = Flight {
                 inner: Arc::clone(inner),
                 lease: request.lease_id,
@@ -237,9 +275,10 @@ impl Postgres {
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
                 flight.armed = false;
-                drop(session);
+                let permit = session.permit;
+                drop(session.conn);
                 locked(&inner.sessions.idle).clear();
-                session = inner.new_session().await?;
+                session = inner.new_session(permit).await?;
                 flight.pid = session.pid;
                 flight.armed = true;
                 outcome = inner
@@ -443,7 +482,7 @@ impl Postgres {
 }
 
 impl Inner {
-    async fn new_session(&self) -> Result<Session> {
+    async fn new_session(&self, permit: OwnedSemaphorePermit) -> Result<Session> {
         let connect = PgConnection::connect_with(&self.options);
         let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(conn) => conn.map_err(unavailable)?,
@@ -476,18 +515,54 @@ impl Inner {
             conn,
             pid,
             reused: false,
+            permit,
         })
     }
 
-    async fn session(&self) -> Result<Session> {
-        let idle = locked(&self.sessions.idle).pop();
-        match idle {
-            Some(mut session) => {
+    /// A session for an acquisition: an idle one, or a new one within the cap. At the cap,
+    /// waits up to `wait` for a session to come free (a release closes its session for us
+    /// rather than caching it); `None` when none did.
+    async fn session(&self, wait: Duration) -> Result<Option<Session>> {
+        let sessions = &self.sessions;
+        let permit = {
+            let mut idle = locked(&sessions.idle);
+            if let Some(mut session) = idle.pop() {
                 session.reused = true;
-                Ok(session)
+                return Ok(Some(session));
             }
-            None => self.new_session().await,
-        }
+            match Arc::clone(&sessions.permits).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Counted under the idle cache's lock: a session released from now on
+                    // is closed for us rather than cached.
+                    sessions.waiting.fetch_add(1, Ordering::SeqCst);
+                    None
+                }
+            }
+        };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => {
+                // Uncounted however this ends, also when the caller drops the future.
+                struct Waiting<'a>(&'a AtomicUsize);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _waiting = Waiting(&sessions.waiting);
+                let got = tokio::time::timeout(
+                    wait,
+                    Arc::clone(&sessions.permits).acquire_owned(),
+                )
+                .await;
+                match got {
+                    Ok(Ok(permit)) => permit,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        self.new_session(permit).await.map(Some)
     }
 
     /// Records the session holding `lease`.
@@ -499,7 +574,8 @@ impl Inner {
     /// Keeps a session that holds nothing for reuse (up to the cache size).
     fn idle(&self, mut session: Session) {
         let mut idle = locked(&self.sessions.idle);
-        if idle.len() < self.idle_sessions() {
+        // Acquisitions waiting for a session take this one's permit: closed, not cached.
+        if self.sessions.waiting.load(Ordering::SeqCst) == 0 && idle.len() < self.idle_sessions() {
             session.reused = false;
             idle.push(session);
         }
