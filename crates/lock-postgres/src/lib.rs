@@ -14,11 +14,10 @@ use lock_core::{
 use sql::{Outcome, Sql, Take, unavailable};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 /// Idle advisory sessions kept for reuse (per [`Postgres`]).
@@ -60,9 +59,9 @@ struct Sessions {
     /// The cap on open sessions (review finding PG-6): a permit per session, whether it holds a
     /// lease, waits, or sits in the idle cache.
     permits: Arc<Semaphore>,
-    /// Acquisitions waiting in the client for a permit: while there are any, a session that
-    /// comes free is closed (its permit goes to a waiter) instead of being cached.
-    waiting: AtomicUsize,
+    /// Acquisitions waiting in the client for a session, oldest first: a session that comes
+    /// free is handed to one of them rather than cached (locked after `idle`, never before).
+    waiters: StdMutex<VecDeque<oneshot::Sender<Session>>>,
     /// The sessions holding this process's advisory leases (a slot emptied by the release).
     held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
@@ -132,6 +131,9 @@ impl Postgres {
             Some(url) => parse_url(url)?,
             None => options.clone(),
         };
+        if config.mode == PostgresMode::Advisory {
+            probe_pooling(&options, config.connect_timeout).await?;
+        }
         // No ping before every use (review design D6): a broken connection fails its
         // statement, and the caller's retry takes another.
         let pool = PgPoolOptions::new()
@@ -168,7 +170,7 @@ impl Postgres {
                 permits: Arc::new(Semaphore::new(
                     usize::try_from(config_max_sessions).unwrap_or(usize::MAX),
                 )),
-                waiting: AtomicUsize::new(0),
+                waiters: StdMutex::default(),
                 held: StdMutex::default(),
                 idle: StdMutex::default(),
                 orphans: StdMutex::default(),
@@ -222,7 +224,7 @@ impl Postgres {
             };
             let outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Held, akey)
+                .acquire(&mut session.conn, request, Take::Held, akey, Some(session.pid))
                 .await;
             return match outcome {
                 Ok(Outcome::Done(granted @ Acquired::Granted { .. })) => {
@@ -270,7 +272,7 @@ impl Postgres {
             };
             let mut outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Try, akey)
+                .acquire(&mut session.conn, request, Take::Try, akey, Some(session.pid))
                 .await;
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
@@ -283,7 +285,7 @@ impl Postgres {
                 flight.armed = true;
                 outcome = inner
                     .sql
-                    .acquire(&mut session.conn, request, Take::Try, akey)
+                    .acquire(&mut session.conn, request, Take::Try, akey, Some(session.pid))
                     .await;
             }
             let outcome = match outcome {
@@ -337,9 +339,15 @@ impl Postgres {
                     // Wait in the server's lock queue (the claim is recorded), for up to a
                     // third of the claim's TTL, then take the lease with the lock held.
                     let exclusive = request.mode == Mode::Exclusive;
+                    let text = if exclusive {
+                        &inner.sql.wait_exclusive
+                    } else {
+                        &inner.sql.wait_shared
+                    };
                     let got = wait_session(
                         &mut session.conn,
-                        exclusive,
+                        text,
+                        session.pid,
                         inner.config.namespace,
                         akey,
                         claim,
@@ -359,7 +367,7 @@ impl Postgres {
                     }
                     let outcome = inner
                         .sql
-                        .acquire(&mut session.conn, request, Take::Held, akey)
+                        .acquire(&mut session.conn, request, Take::Held, akey, Some(session.pid))
                         .await;
                     flight.armed = false;
                     return match outcome {
@@ -404,7 +412,8 @@ impl Postgres {
             // One statement on the lease's own session: deletes the lease and ends the
             // advisory lock; the session goes back to the idle cache.
             Some(mut session) => {
-                match inner.sql.release(&mut session.conn, key, lease, true).await {
+                let pid = Some(session.pid);
+                match inner.sql.release(&mut session.conn, key, lease, pid).await {
                     Ok(deleted) => {
                         inner.idle(session);
                         deleted
@@ -414,13 +423,13 @@ impl Postgres {
                         // row on a pooled connection.
                         drop(session);
                         let mut conn = self.pooled().await?;
-                        inner.sql.release(&mut conn, key, lease, false).await?
+                        inner.sql.release(&mut conn, key, lease, None).await?
                     }
                 }
             }
             None => {
                 let mut conn = self.pooled().await?;
-                inner.sql.release(&mut conn, key, lease, false).await?
+                inner.sql.release(&mut conn, key, lease, None).await?
             }
         };
         if !deleted.live_pids.is_empty() {
@@ -458,7 +467,7 @@ impl Postgres {
         // advisory lock) alive and keeps it from sitting idle.
         match inner
             .sql
-            .extend_own(&mut session.conn, key, lease, ttl)
+            .extend_own(&mut session.conn, key, lease, ttl, session.pid)
             .await
         {
             Ok(true) => Ok(()),
@@ -524,45 +533,40 @@ impl Inner {
     /// rather than caching it); `None` when none did.
     async fn session(&self, wait: Duration) -> Result<Option<Session>> {
         let sessions = &self.sessions;
-        let permit = {
+        let handed = {
             let mut idle = locked(&sessions.idle);
             if let Some(mut session) = idle.pop() {
                 session.reused = true;
                 return Ok(Some(session));
             }
             match Arc::clone(&sessions.permits).try_acquire_owned() {
-                Ok(permit) => Some(permit),
+                Ok(permit) => Ok(permit),
                 Err(_) => {
-                    // Counted under the idle cache's lock: a session released from now on
-                    // is closed for us rather than cached.
-                    sessions.waiting.fetch_add(1, Ordering::SeqCst);
-                    None
+                    // Queued under the idle cache's lock: a session released from now on is
+                    // handed to us rather than cached.
+                    let (tx, rx) = oneshot::channel();
+                    locked(&sessions.waiters).push_back(tx);
+                    Err(rx)
                 }
             }
         };
-        let permit = match permit {
-            Some(permit) => permit,
-            None => {
-                // Uncounted however this ends, also when the caller drops the future.
-                struct Waiting<'a>(&'a AtomicUsize);
-                impl Drop for Waiting<'_> {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-                let _waiting = Waiting(&sessions.waiting);
-                let got = tokio::time::timeout(
-                    wait,
-                    Arc::clone(&sessions.permits).acquire_owned(),
-                )
-                .await;
-                match got {
-                    Ok(Ok(permit)) => permit,
-                    _ => return Ok(None),
-                }
-            }
+        let handed = match handed {
+            Ok(permit) => return self.new_session(permit).await.map(Some),
+            Err(handed) => handed,
         };
-        self.new_session(permit).await.map(Some)
+        // A released session is handed over; a session closed elsewhere frees a permit.
+        let got = tokio::time::timeout(wait, async {
+            tokio::select! {
+                session = handed => session.ok().map(|mut s| { s.reused = true; Err(s) }),
+                permit = Arc::clone(&sessions.permits).acquire_owned() => permit.ok().map(Ok),
+            }
+        })
+        .await;
+        match got {
+            Ok(Some(Err(session))) => Ok(Some(session)),
+            Ok(Some(Ok(permit))) => self.new_session(permit).await.map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Records the session holding `lease`.
@@ -574,8 +578,18 @@ impl Inner {
     /// Keeps a session that holds nothing for reuse (up to the cache size).
     fn idle(&self, mut session: Session) {
         let mut idle = locked(&self.sessions.idle);
-        // Acquisitions waiting for a session take this one's permit: closed, not cached.
-        if self.sessions.waiting.load(Ordering::SeqCst) == 0 && idle.len() < self.idle_sessions() {
+        // An acquisition waiting for a session at the cap gets this one (PG-6); one that gave
+        // up meanwhile hands it back.
+        {
+            let mut waiters = locked(&self.sessions.waiters);
+            while let Some(waiter) = waiters.pop_front() {
+                match waiter.send(session) {
+                    Ok(()) => return,
+                    Err(back) => session = back,
+                }
+            }
+        }
+        if idle.len() < self.idle_sessions() {
             session.reused = false;
             idle.push(session);
         }
@@ -592,11 +606,12 @@ impl Inner {
     async fn park(&self, mut session: Session) {
         // Also clears the `lock_timeout` of a wait that timed out, so the next acquisition on
         // this session does not inherit it (review finding PG-9).
-        let unlocked =
-            sqlx::query("SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false)")
-                .execute(&mut session.conn)
-                .await
-                .is_ok();
+        // Behind the session guard: on another server connection it releases nothing (PG-7).
+        let unlocked = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&self.sql.park)))
+            .bind(session.pid)
+            .execute(&mut session.conn)
+            .await
+            .is_ok();
         if unlocked {
             self.idle(session);
         }
@@ -656,29 +671,104 @@ impl Drop for Flight {
 /// Waits on the server for the lock's advisory lock on `conn`, for up to a third of the
 /// claim's TTL. One statement: the `lock_timeout` is local to it, so nothing is left on the
 /// session after a timed-out wait (review finding PG-9). False when not taken.
+///
+/// Behind the session guard (review finding PG-7): on another server process than `pid` it
+/// waits for and takes nothing.
 async fn wait_session(
     conn: &mut PgConnection,
-    exclusive: bool,
+    text: &Arc<str>,
+    pid: i32,
     namespace: i32,
     akey: i32,
     claim: Duration,
 ) -> sqlx::Result<bool> {
     let wait = (claim / 3).as_millis().max(1);
-    let text = if exclusive {
-        "SELECT pg_advisory_lock($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
-    } else {
-        "SELECT pg_advisory_lock_shared($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
-    };
-    let result = sqlx::query(text)
+    let result = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(text)))
         .bind(format!("{wait}ms"))
         .bind(namespace)
         .bind(akey)
+        .bind(pid)
         .execute(&mut *conn)
         .await;
     match result {
         Ok(_) => Ok(true),
         Err(e) if is_lock_timeout(&e) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Advisory mode's check at connect for a transaction-level pooler such as PgBouncer in
+/// transaction pooling mode (review finding PG-7), where a client's statements run on whichever
+/// server connection is free: two client sessions; the first keeps a transaction open (its
+/// server connection busy) while the second asks for its server process; the first commits,
+/// and the second asks again. On the server itself, or through session pooling, each client
+/// session keeps its own server process throughout. Through transaction pooling the second
+/// session shares the first's process, or (PgBouncer hands out the most recently freed server
+/// connection first) moves to the first's process, or cannot run while the first's
+/// transaction is open (a pool of one). A pooler that hands out connections in another order
+/// can pass this probe; the guard on every advisory statement still refuses to take or release
+/// anything on another server process than its session's.
+async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<()> {
+    use sqlx::Row;
+    async fn pid(conn: &mut PgConnection, text: &'static str) -> sqlx::Result<i32> {
+        let rows = sqlx::raw_sql(text).fetch_all(&mut *conn).await?;
+        rows.into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?
+            .try_get(0)
+    }
+    let pooled = |why: String| {
+        Err(Error::config(format!(
+            "PgBouncer transaction pooling (or another transaction-level pooler) detected: \
+             {why}; advisory mode needs a session of its own per lease. Use \
+             LOCK_POSTGRES_MODE=lease through the pooler, or connect advisory mode straight to \
+             the server or through session pooling"
+        )))
+    };
+    let timed_out = || {
+        Error::unavailable(
+            "postgres",
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the pooling probe got no answer within {within:?}"),
+            ),
+        )
+    };
+    let probe = async {
+        let mut first = PgConnection::connect_with(options).await?;
+        let mut second = PgConnection::connect_with(options).await?;
+        let a = pid(&mut first, "BEGIN; SELECT pg_backend_pid()").await?;
+        let b = match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()"))
+            .await
+        {
+            Ok(b) => Some(b?),
+            Err(_) => None,
+        };
+        sqlx::raw_sql("COMMIT").execute(&mut first).await?;
+        let again = match b {
+            Some(_) => Some(pid(&mut second, "SELECT pg_backend_pid()").await?),
+            None => None,
+        };
+        let _ = first.close().await;
+        let _ = second.close().await;
+        Ok::<_, sqlx::Error>((a, b, again))
+    };
+    let (a, b, again) = tokio::time::timeout(within * 3, probe)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(unavailable)?;
+    match (b, again) {
+        (None, _) => pooled(format!(
+            "a second session could not run a statement while the first held a transaction \
+             open for {within:?} (a pool of one server connection?)"
+        )),
+        (Some(b), _) if b == a => pooled(format!(
+            "two client sessions ran on one server process ({a})"
+        )),
+        (Some(b), Some(again)) if again != b => pooled(format!(
+            "a client session moved from server process {b} to {again} between two statements"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -760,7 +850,7 @@ impl Backend for Postgres {
         match self
             .inner
             .sql
-            .acquire(&mut conn, request, Take::None, 0)
+            .acquire(&mut conn, request, Take::None, 0, None)
             .await?
         {
             Outcome::Done(outcome) => Ok(outcome),
@@ -774,7 +864,7 @@ impl Backend for Postgres {
             return self.release_advisory(key, lease).await;
         }
         let mut conn = self.pooled().await?;
-        let deleted = self.inner.sql.release(&mut conn, key, lease, false).await?;
+        let deleted = self.inner.sql.release(&mut conn, key, lease, None).await?;
         if deleted.changed {
             self.inner.notifier.notify(key);
         }
