@@ -55,6 +55,60 @@ impl FromStr for PostgresMode {
     }
 }
 
+/// How grants are committed (`LOCK_POSTGRES_DURABILITY`, review design D4). Releases always
+/// commit asynchronously (a lost release only delays the next grant until the lease's TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PostgresDurability {
+    /// Grants (and extensions) commit with the server's `synchronous_commit` (default `on`):
+    /// a grant is reported only once its WAL is flushed, so a server crash cannot undo it.
+    #[default]
+    Durable,
+    /// Grants and extensions commit with `synchronous_commit = off`: no WAL flush on the
+    /// critical path, but a server *crash* can lose a grant reported in the last moments
+    /// (up to three `wal_writer_delay`s, 600 ms by default) with its lease row; another
+    /// client can then be granted while the first still believes it holds (mutual exclusion
+    /// is lost for that window). Fencing tokens still never repeat (they are seeded from the
+    /// server clock). See the crate README.
+    Relaxed,
+}
+
+impl PostgresDurability {
+    /// The lowercase name: `durable` or `relaxed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PostgresDurability::Durable => "durable",
+            PostgresDurability::Relaxed => "relaxed",
+        }
+    }
+}
+
+impl fmt::Display for PostgresDurability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PostgresDurability {
+    type Err = Error;
+
+    /// Parses `durable` or `relaxed` (any case, surrounding spaces ignored).
+    ///
+    /// ```
+    /// use lock_postgres::PostgresDurability;
+    /// assert_eq!("Relaxed".parse::<PostgresDurability>().unwrap(), PostgresDurability::Relaxed);
+    /// assert!("fast".parse::<PostgresDurability>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "durable" => Ok(PostgresDurability::Durable),
+            "relaxed" => Ok(PostgresDurability::Relaxed),
+            _ => Err(Error::config(format!(
+                "invalid PostgreSQL durability {s:?} (expected \"durable\" or \"relaxed\")"
+            ))),
+        }
+    }
+}
+
 /// How to reach PostgreSQL and where to keep locks.
 ///
 /// ```
@@ -74,6 +128,9 @@ pub struct PostgresConfig {
     pub namespace: i32,
     /// Advisory (the default) or lease mode (`LOCK_POSTGRES_MODE`).
     pub mode: PostgresMode,
+    /// Durable (the default) or relaxed commits of grants (`LOCK_POSTGRES_DURABILITY`); see
+    /// [`PostgresDurability`] and the crate README for what a server crash can do.
+    pub durability: PostgresDurability,
     /// Prefix of the tables (`{prefix}locks`, `{prefix}leases`, `{prefix}claims`) and of the
     /// NOTIFY channel: ASCII letters, digits and `_`, starting with a letter or `_`, at most 40
     /// bytes. Default `lock_`.
@@ -120,6 +177,7 @@ impl PostgresConfig {
         URL,
         NAMESPACE,
         MODE,
+        DURABILITY,
         TABLE_PREFIX,
         MAX_CONNECTIONS,
         MAX_SESSIONS,
@@ -134,6 +192,7 @@ impl PostgresConfig {
     /// | `LOCK_POSTGRES_URL` | (none) | the connection URL; required |
     /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`) |
     /// | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` or `lease` |
+    /// | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush (a server crash can undo a reported grant) |
     /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
     /// | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the pool (held advisory locks have their own sessions) |
     /// | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and idle reuse (beyond it, acquisitions wait in the client) |
@@ -159,6 +218,13 @@ impl PostgresConfig {
                 .map_err(|_| format!("invalid value {t:?} (expected \"advisory\" or \"lease\")"))
         })? {
             config.mode = mode;
+        }
+        if let Some(durability) = given.parse(DURABILITY, |s| {
+            let t = s.trim();
+            PostgresDurability::from_str(t)
+                .map_err(|_| format!("invalid value {t:?} (expected \"durable\" or \"relaxed\")"))
+        })? {
+            config.durability = durability;
         }
         if let Some(prefix) = given.text(TABLE_PREFIX)? {
             config.table_prefix = prefix;
@@ -229,6 +295,7 @@ impl PostgresConfig {
 const URL: Setting = Setting::new("LOCK_POSTGRES_URL", "postgres_url");
 const NAMESPACE: Setting = Setting::new("LOCK_POSTGRES_NAMESPACE", "postgres_namespace");
 const MODE: Setting = Setting::new("LOCK_POSTGRES_MODE", "postgres_mode");
+const DURABILITY: Setting = Setting::new("LOCK_POSTGRES_DURABILITY", "postgres_durability");
 const TABLE_PREFIX: Setting = Setting::new("LOCK_POSTGRES_TABLE_PREFIX", "postgres_table_prefix");
 const MAX_CONNECTIONS: Setting =
     Setting::new("LOCK_POSTGRES_MAX_CONNECTIONS", "postgres_max_connections");
@@ -243,6 +310,7 @@ impl Default for PostgresConfig {
             url: String::new(),
             namespace: 1,
             mode: PostgresMode::default(),
+            durability: PostgresDurability::default(),
             table_prefix: "lock_".to_owned(),
             max_connections: 5,
             max_sessions: 64,
@@ -258,6 +326,7 @@ impl fmt::Debug for PostgresConfig {
             .field("url", &redact(&self.url))
             .field("namespace", &self.namespace)
             .field("mode", &self.mode)
+            .field("durability", &self.durability)
             .field("table_prefix", &self.table_prefix)
             .field("max_connections", &self.max_connections)
             .field("max_sessions", &self.max_sessions)
@@ -317,6 +386,29 @@ mod tests {
         zero.max_sessions = 0;
         let err = zero.check(&given).unwrap_err().to_string();
         assert!(err.contains("LOCK_POSTGRES_MAX_SESSIONS"), "{err}");
+    }
+
+    #[test]
+    fn durability_is_read_and_named() {
+        let mut given = Settings::new();
+        assert_eq!(
+            PostgresConfig::from_settings(&given).unwrap().durability,
+            PostgresDurability::Durable
+        );
+        given.insert(
+            "postgres_durability",
+            lock_core::settings::Value::One(" Relaxed ".into()),
+            "",
+        );
+        let config = PostgresConfig::from_settings(&given).unwrap();
+        assert_eq!(config.durability, PostgresDurability::Relaxed);
+        given.insert(
+            "postgres_durability",
+            lock_core::settings::Value::One("fast".into()),
+            "",
+        );
+        let err = PostgresConfig::from_settings(&given).unwrap_err().to_string();
+        assert!(err.contains("LOCK_POSTGRES_DURABILITY") && err.contains("fast"), "{err}");
     }
 
     #[test]

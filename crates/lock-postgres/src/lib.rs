@@ -4,7 +4,7 @@
 mod config;
 mod sql;
 
-pub use config::{PostgresConfig, PostgresMode};
+pub use config::{PostgresConfig, PostgresDurability, PostgresMode};
 
 use config::redact;
 use lock_core::{
@@ -144,7 +144,8 @@ impl Postgres {
             .await
             .map_err(unavailable)?;
         let advisory = (config.mode == PostgresMode::Advisory).then_some(config.namespace);
-        let sql = Sql::new(&config.table_prefix, advisory);
+        let relaxed = config.durability == PostgresDurability::Relaxed;
+        let sql = Sql::new(&config.table_prefix, advisory, relaxed);
         {
             let mut conn = pool.acquire().await.map_err(unavailable)?;
             sql.migrate(&mut conn).await.map_err(unavailable)?;
@@ -507,16 +508,21 @@ impl Inner {
         };
         // The library bounds its own statements, whatever a DBA's default (review finding
         // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
-        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a vanished client while waiting for a lock; and never
+        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
+        // vanished client while waiting for a lock; and never
         // end this session for being idle (a DBA's `idle_session_timeout`): it may sit idle
         // while it holds its advisory lock (review finding PG-2).
         let (pid,): (i32,) = sqlx::query_as(
             "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
              set_config('default_transaction_isolation', 'read committed', false), \
              set_config('client_connection_check_interval', '1000', false), \
-             set_config('idle_session_timeout', '0', false)",
+             set_config('idle_session_timeout', '0', false), \
+             CASE WHEN $2 THEN set_config('synchronous_commit', 'off', false) END",
         )
         .bind(sql::STATEMENT_TIMEOUT)
+        // Relaxed durability (review design D4): the grants and extensions on this session
+        // commit without waiting for their WAL flush (releases do anyway).
+        .bind(self.config.durability == PostgresDurability::Relaxed)
         .fetch_one(&mut conn)
         .await
         .map_err(unavailable)?;

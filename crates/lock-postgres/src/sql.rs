@@ -49,6 +49,9 @@ pub(crate) struct Sql {
     /// Named (cached) prepared statements; off in lease mode, so the statements also work
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
+    /// Relaxed durability (review design D4): lease mode's grants commit asynchronously
+    /// (advisory sessions are set so when opened).
+    relaxed: bool,
     pub(crate) channel: String,
     /// The three tables, the index and the functions, for the migration's existence check.
     tables: [String; 4],
@@ -259,7 +262,7 @@ impl Sql {
 
     /// `prefix` is validated by [`PostgresConfig::validate`](crate::PostgresConfig::validate);
     /// `advisory` is the namespace in advisory mode.
-    pub(crate) fn new(prefix: &str, advisory: Option<i32>) -> Sql {
+    pub(crate) fn new(prefix: &str, advisory: Option<i32>, relaxed: bool) -> Sql {
         let locks = format!("{prefix}locks");
         let leases = format!("{prefix}leases");
         let claims = format!("{prefix}claims");
@@ -279,6 +282,7 @@ impl Sql {
             .replace("{claims}", &claims);
         Sql {
             persistent: advisory.is_some(),
+            relaxed,
             namespace: advisory,
             prefix: prefix.to_owned(),
             functions: [
@@ -545,7 +549,12 @@ impl Sql {
             text_literal(&payload(key)),
         ];
         let text = format!(
-            "{SIMPLE_PREAMBLE} SELECT o_status, o_token, o_wait, o_lim FROM {}acquire_v1({})",
+            "{SIMPLE_PREAMBLE}{} SELECT o_status, o_token, o_wait, o_lim FROM {}acquire_v1({})",
+            if self.relaxed {
+                " SET LOCAL synchronous_commit = off;"
+            } else {
+                ""
+            },
             self.prefix,
             args.join(", ")
         );
