@@ -123,8 +123,13 @@ pub struct PostgresConfig {
     /// with libpq's parameters `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
     /// `verify-full`), `sslrootcert`, `sslcert` and `sslkey`; see the crate README.
     pub url: String,
-    /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`), so several
-    /// applications can share a database without their lock keys meeting.
+    /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`, advisory mode): it
+    /// isolates the advisory-lock key space, so other users of advisory locks in the database
+    /// (or another application of this library) do not meet our keys. It does **not**
+    /// separate lock names: rows are keyed by name, so the same name under two namespaces on
+    /// the same tables is one lock. Applications sharing a database keep their names apart
+    /// with their own [`table_prefix`](Self::table_prefix) (separate tables) and, in advisory
+    /// mode, their own namespace (else they contend for the same advisory keys).
     pub namespace: i32,
     /// Advisory (the default) or lease mode (`LOCK_POSTGRES_MODE`).
     pub mode: PostgresMode,
@@ -190,7 +195,7 @@ impl PostgresConfig {
     /// | variable | default | meaning |
     /// |---|---|---|
     /// | `LOCK_POSTGRES_URL` | (none) | the connection URL; required |
-    /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`) |
+    /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`): isolates advisory keys, not lock names (use the table prefix) |
     /// | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` or `lease` |
     /// | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush (a server crash can undo a reported grant) |
     /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
