@@ -378,7 +378,10 @@ mod tests {
             lock_core::settings::Value::One("postgres://db/app".into()),
             "",
         );
-        assert_eq!(PostgresConfig::from_settings(&given).unwrap().max_sessions, 64);
+        assert_eq!(
+            PostgresConfig::from_settings(&given).unwrap().max_sessions,
+            64
+        );
         given.insert(
             "postgres_max_sessions",
             lock_core::settings::Value::One("8".into()),
@@ -412,8 +415,13 @@ mod tests {
             lock_core::settings::Value::One("fast".into()),
             "",
         );
-        let err = PostgresConfig::from_settings(&given).unwrap_err().to_string();
-        assert!(err.contains("LOCK_POSTGRES_DURABILITY") && err.contains("fast"), "{err}");
+        let err = PostgresConfig::from_settings(&given)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LOCK_POSTGRES_DURABILITY") && err.contains("fast"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -225,7 +225,13 @@ impl Postgres {
             };
             let outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Held, akey, Some(session.pid))
+                .acquire(
+                    &mut session.conn,
+                    request,
+                    Take::Held,
+                    akey,
+                    Some(session.pid),
+                )
                 .await;
             return match outcome {
                 Ok(Outcome::Done(granted @ Acquired::Granted { .. })) => {
@@ -273,7 +279,13 @@ impl Postgres {
             };
             let mut outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Try, akey, Some(session.pid))
+                .acquire(
+                    &mut session.conn,
+                    request,
+                    Take::Try,
+                    akey,
+                    Some(session.pid),
+                )
                 .await;
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
@@ -286,7 +298,13 @@ impl Postgres {
                 flight.armed = true;
                 outcome = inner
                     .sql
-                    .acquire(&mut session.conn, request, Take::Try, akey, Some(session.pid))
+                    .acquire(
+                        &mut session.conn,
+                        request,
+                        Take::Try,
+                        akey,
+                        Some(session.pid),
+                    )
                     .await;
             }
             let outcome = match outcome {
@@ -368,7 +386,13 @@ impl Postgres {
                     }
                     let outcome = inner
                         .sql
-                        .acquire(&mut session.conn, request, Take::Held, akey, Some(session.pid))
+                        .acquire(
+                            &mut session.conn,
+                            request,
+                            Take::Held,
+                            akey,
+                            Some(session.pid),
+                        )
                         .await;
                     flight.armed = false;
                     return match outcome {
@@ -744,12 +768,11 @@ async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<(
         let mut first = PgConnection::connect_with(options).await?;
         let mut second = PgConnection::connect_with(options).await?;
         let a = pid(&mut first, "BEGIN; SELECT pg_backend_pid()").await?;
-        let b = match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()"))
-            .await
-        {
-            Ok(b) => Some(b?),
-            Err(_) => None,
-        };
+        let b =
+            match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()")).await {
+                Ok(b) => Some(b?),
+                Err(_) => None,
+            };
         sqlx::raw_sql("COMMIT").execute(&mut first).await?;
         let again = match b {
             Some(_) => Some(pid(&mut second, "SELECT pg_backend_pid()").await?),

@@ -28,7 +28,10 @@ async fn table_prefixes_isolate_names_and_namespaces_do_not() {
         let app_b = locker(&url, mode, "lock_ns_b_", ns ^ 0x0200_0000).await;
         let held = app_a.mutex(&name).try_lock().await.unwrap().expect("free");
         let other = app_b.mutex(&name).try_lock().await.unwrap();
-        assert!(other.is_some(), "{mode:?}: separate table prefixes share a lock");
+        assert!(
+            other.is_some(),
+            "{mode:?}: separate table prefixes share a lock"
+        );
         assert!(app_b.inspect(&name).await.unwrap().len() == 1, "{mode:?}");
         drop(other);
         // Advisory mode, separate tables but one namespace: the advisory key is
@@ -49,7 +52,11 @@ async fn table_prefixes_isolate_names_and_namespaces_do_not() {
             other.is_none(),
             "{mode:?}: another namespace on the same tables was granted a held name"
         );
-        assert_eq!(same_tables.inspect(&name).await.unwrap().len(), 1, "{mode:?}");
+        assert_eq!(
+            same_tables.inspect(&name).await.unwrap().len(),
+            1,
+            "{mode:?}"
+        );
         held.release().await.unwrap();
         for locker in [app_a, app_b, same_tables] {
             locker.close().await;

@@ -84,7 +84,10 @@ async fn advisory_mode_behind_transaction_pooling_is_refused() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(refused, 2, "advisory mode through transaction pooling was not refused");
+    assert_eq!(
+        refused, 2,
+        "advisory mode through transaction pooling was not refused"
+    );
 }
 
 /// The guard every advisory statement on a dedicated session runs first: a statement that
