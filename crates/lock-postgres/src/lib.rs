@@ -117,9 +117,10 @@ impl Postgres {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration or URL (passwords are never shown);
-    /// [`Error::ProviderUnavailable`] when the server cannot be reached or the tables cannot be
-    /// created.
+    /// [`Error::Config`] for an invalid configuration or URL (passwords are never shown), and
+    /// in advisory mode when the URL goes through a transaction-level pooler such as PgBouncer
+    /// in transaction pooling mode (review finding PG-7); [`Error::ProviderUnavailable`] when
+    /// the server cannot be reached or the tables cannot be created.
     ///
     /// # Cancel safety
     ///

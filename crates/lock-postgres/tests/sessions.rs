@@ -14,12 +14,15 @@ const CAP: u32 = 4;
 const POOL: u32 = 2;
 const WAITERS: usize = 24;
 
-/// The server sessions of this library (its `application_name`); this test binary is the only
-/// client of the test server while it runs.
-async fn our_sessions(conn: &mut sqlx::PgConnection) -> i64 {
+/// The server sessions of this library (its `application_name`) started since `since` (the
+/// server clock when the test began): sessions of earlier test binaries still ending are not
+/// counted.
+async fn our_sessions(conn: &mut sqlx::PgConnection, since: f64) -> i64 {
     let (n,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lock-postgres'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lock-postgres' \
+         AND extract(epoch FROM backend_start) >= $1",
     )
+    .bind(since)
     .fetch_one(conn)
     .await
     .unwrap();
@@ -32,6 +35,14 @@ async fn our_sessions(conn: &mut sqlx::PgConnection) -> i64 {
 async fn a_herd_on_one_lock_stays_within_the_session_cap() {
     let Some(url) = common::url_or_skip() else {
         return;
+    };
+    let since: f64 = {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let (now,): (f64,) = sqlx::query_as("SELECT extract(epoch FROM clock_timestamp())::float8")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        now
     };
     let mut config = common::config(&url, PostgresMode::Advisory);
     config.max_connections = POOL;
@@ -47,7 +58,7 @@ async fn a_herd_on_one_lock_stays_within_the_session_cap() {
     {
         let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
         for _ in 0..100 {
-            if our_sessions(&mut conn).await <= i64::from(POOL + 1) {
+            if our_sessions(&mut conn, since).await <= i64::from(POOL + 1) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -60,7 +71,7 @@ async fn a_herd_on_one_lock_stays_within_the_session_cap() {
         tokio::spawn(async move {
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
             while !done.load(Ordering::SeqCst) {
-                let n = our_sessions(&mut conn).await;
+                let n = our_sessions(&mut conn, since).await;
                 peak.fetch_max(n, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
