@@ -55,6 +55,60 @@ impl FromStr for PostgresMode {
     }
 }
 
+/// How grants are committed (`LOCK_POSTGRES_DURABILITY`, review design D4). Releases always
+/// commit asynchronously (a lost release only delays the next grant until the lease's TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PostgresDurability {
+    /// Grants (and extensions) commit with the server's `synchronous_commit` (default `on`):
+    /// a grant is reported only once its WAL is flushed, so a server crash cannot undo it.
+    #[default]
+    Durable,
+    /// Grants and extensions commit with `synchronous_commit = off`: no WAL flush on the
+    /// critical path, but a server *crash* can lose a grant reported in the last moments
+    /// (up to three `wal_writer_delay`s, 600 ms by default) with its lease row; another
+    /// client can then be granted while the first still believes it holds (mutual exclusion
+    /// is lost for that window). Fencing tokens still never repeat (they are seeded from the
+    /// server clock). See the crate README.
+    Relaxed,
+}
+
+impl PostgresDurability {
+    /// The lowercase name: `durable` or `relaxed`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PostgresDurability::Durable => "durable",
+            PostgresDurability::Relaxed => "relaxed",
+        }
+    }
+}
+
+impl fmt::Display for PostgresDurability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PostgresDurability {
+    type Err = Error;
+
+    /// Parses `durable` or `relaxed` (any case, surrounding spaces ignored).
+    ///
+    /// ```
+    /// use lock_postgres::PostgresDurability;
+    /// assert_eq!("Relaxed".parse::<PostgresDurability>().unwrap(), PostgresDurability::Relaxed);
+    /// assert!("fast".parse::<PostgresDurability>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "durable" => Ok(PostgresDurability::Durable),
+            "relaxed" => Ok(PostgresDurability::Relaxed),
+            _ => Err(Error::config(format!(
+                "invalid PostgreSQL durability {s:?} (expected \"durable\" or \"relaxed\")"
+            ))),
+        }
+    }
+}
+
 /// How to reach PostgreSQL and where to keep locks.
 ///
 /// ```
@@ -69,17 +123,33 @@ pub struct PostgresConfig {
     /// with libpq's parameters `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
     /// `verify-full`), `sslrootcert`, `sslcert` and `sslkey`; see the crate README.
     pub url: String,
-    /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`), so several
-    /// applications can share a database without their lock keys meeting.
+    /// The first key of every advisory lock (`LOCK_POSTGRES_NAMESPACE`, advisory mode): it
+    /// isolates the advisory-lock key space, so other users of advisory locks in the database
+    /// (or another application of this library) do not meet our keys. It does **not**
+    /// separate lock names: rows are keyed by name, so the same name under two namespaces on
+    /// the same tables is one lock. Applications sharing a database keep their names apart
+    /// with their own [`table_prefix`](Self::table_prefix) (separate tables) and, in advisory
+    /// mode, their own namespace (else they contend for the same advisory keys).
     pub namespace: i32,
     /// Advisory (the default) or lease mode (`LOCK_POSTGRES_MODE`).
     pub mode: PostgresMode,
+    /// Durable (the default) or relaxed commits of grants (`LOCK_POSTGRES_DURABILITY`); see
+    /// [`PostgresDurability`] and the crate README for what a server crash can do.
+    pub durability: PostgresDurability,
     /// Prefix of the tables (`{prefix}locks`, `{prefix}leases`, `{prefix}claims`) and of the
     /// NOTIFY channel: ASCII letters, digits and `_`, starting with a letter or `_`, at most 40
     /// bytes. Default `lock_`.
     pub table_prefix: String,
     /// Size of the connection pool used for everything but held advisory locks. Default 5.
     pub max_connections: u32,
+    /// Advisory mode: the most server sessions this backend opens for held leases, waiting
+    /// acquisitions and its idle-session cache (`LOCK_POSTGRES_MAX_SESSIONS`, review finding
+    /// PG-6), on top of the pool and the one `LISTEN` session. Acquisitions beyond it wait in
+    /// the client for a session to come free (woken by a local release), within their own
+    /// bounds. Default 64: a third of PostgreSQL's default `max_connections` (100) below it,
+    /// so a herd on one hot lock in one process cannot take the whole server, while 64 leases
+    /// held at once by one process is far above ordinary use. Lease mode opens no sessions.
+    pub max_sessions: u32,
     /// How long to wait for a connection (from the pool or a new session). Default 5 s.
     pub connect_timeout: Duration,
     /// The URL of the one `LISTEN` connection, when it must differ from `url` — for example
@@ -112,8 +182,10 @@ impl PostgresConfig {
         URL,
         NAMESPACE,
         MODE,
+        DURABILITY,
         TABLE_PREFIX,
         MAX_CONNECTIONS,
+        MAX_SESSIONS,
         CONNECT_TIMEOUT,
         LISTEN_URL,
     ];
@@ -123,10 +195,12 @@ impl PostgresConfig {
     /// | variable | default | meaning |
     /// |---|---|---|
     /// | `LOCK_POSTGRES_URL` | (none) | the connection URL; required |
-    /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`) |
+    /// | `LOCK_POSTGRES_NAMESPACE` | `1` | the first key of every advisory lock (an `i32`): isolates advisory keys, not lock names (use the table prefix) |
     /// | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` or `lease` |
+    /// | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush (a server crash can undo a reported grant) |
     /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
     /// | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the pool (held advisory locks have their own sessions) |
+    /// | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and idle reuse (beyond it, acquisitions wait in the client) |
     /// | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
     /// | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the one `LISTEN` session connects (straight to the server when the URL goes through PgBouncer) |
     ///
@@ -150,11 +224,21 @@ impl PostgresConfig {
         })? {
             config.mode = mode;
         }
+        if let Some(durability) = given.parse(DURABILITY, |s| {
+            let t = s.trim();
+            PostgresDurability::from_str(t)
+                .map_err(|_| format!("invalid value {t:?} (expected \"durable\" or \"relaxed\")"))
+        })? {
+            config.durability = durability;
+        }
         if let Some(prefix) = given.text(TABLE_PREFIX)? {
             config.table_prefix = prefix;
         }
         if let Some(max) = given.int(MAX_CONNECTIONS, "a positive integer")? {
             config.max_connections = max;
+        }
+        if let Some(max) = given.int(MAX_SESSIONS, "a positive integer")? {
+            config.max_sessions = max;
         }
         if let Some(timeout) = given.duration(CONNECT_TIMEOUT)? {
             config.connect_timeout = timeout;
@@ -195,6 +279,9 @@ impl PostgresConfig {
         if self.max_connections == 0 {
             return fail(MAX_CONNECTIONS, "must be at least 1");
         }
+        if self.max_sessions == 0 {
+            return fail(MAX_SESSIONS, "must be at least 1");
+        }
         if self.connect_timeout.is_zero() {
             return fail(CONNECT_TIMEOUT, "must be greater than 0");
         }
@@ -213,9 +300,11 @@ impl PostgresConfig {
 const URL: Setting = Setting::new("LOCK_POSTGRES_URL", "postgres_url");
 const NAMESPACE: Setting = Setting::new("LOCK_POSTGRES_NAMESPACE", "postgres_namespace");
 const MODE: Setting = Setting::new("LOCK_POSTGRES_MODE", "postgres_mode");
+const DURABILITY: Setting = Setting::new("LOCK_POSTGRES_DURABILITY", "postgres_durability");
 const TABLE_PREFIX: Setting = Setting::new("LOCK_POSTGRES_TABLE_PREFIX", "postgres_table_prefix");
 const MAX_CONNECTIONS: Setting =
     Setting::new("LOCK_POSTGRES_MAX_CONNECTIONS", "postgres_max_connections");
+const MAX_SESSIONS: Setting = Setting::new("LOCK_POSTGRES_MAX_SESSIONS", "postgres_max_sessions");
 const CONNECT_TIMEOUT: Setting =
     Setting::new("LOCK_POSTGRES_CONNECT_TIMEOUT", "postgres_connect_timeout");
 const LISTEN_URL: Setting = Setting::new("LOCK_POSTGRES_LISTEN_URL", "postgres_listen_url");
@@ -226,8 +315,10 @@ impl Default for PostgresConfig {
             url: String::new(),
             namespace: 1,
             mode: PostgresMode::default(),
+            durability: PostgresDurability::default(),
             table_prefix: "lock_".to_owned(),
             max_connections: 5,
+            max_sessions: 64,
             connect_timeout: Duration::from_secs(5),
             listen_url: None,
         }
@@ -240,8 +331,10 @@ impl fmt::Debug for PostgresConfig {
             .field("url", &redact(&self.url))
             .field("namespace", &self.namespace)
             .field("mode", &self.mode)
+            .field("durability", &self.durability)
             .field("table_prefix", &self.table_prefix)
             .field("max_connections", &self.max_connections)
+            .field("max_sessions", &self.max_sessions)
             .field("connect_timeout", &self.connect_timeout)
             .field("listen_url", &self.listen_url.as_deref().map(redact))
             .finish()
@@ -275,6 +368,60 @@ mod tests {
         }
         let err = "table".parse::<PostgresMode>().unwrap_err().to_string();
         assert!(err.contains("\"table\""), "{err}");
+    }
+
+    #[test]
+    fn max_sessions_is_read_and_checked() {
+        let mut given = Settings::new();
+        given.insert(
+            "postgres_url",
+            lock_core::settings::Value::One("postgres://db/app".into()),
+            "",
+        );
+        assert_eq!(
+            PostgresConfig::from_settings(&given).unwrap().max_sessions,
+            64
+        );
+        given.insert(
+            "postgres_max_sessions",
+            lock_core::settings::Value::One("8".into()),
+            "",
+        );
+        let config = PostgresConfig::from_settings(&given).unwrap();
+        assert_eq!(config.max_sessions, 8);
+        config.check(&given).unwrap();
+        let mut zero = config.clone();
+        zero.max_sessions = 0;
+        let err = zero.check(&given).unwrap_err().to_string();
+        assert!(err.contains("LOCK_POSTGRES_MAX_SESSIONS"), "{err}");
+    }
+
+    #[test]
+    fn durability_is_read_and_named() {
+        let mut given = Settings::new();
+        assert_eq!(
+            PostgresConfig::from_settings(&given).unwrap().durability,
+            PostgresDurability::Durable
+        );
+        given.insert(
+            "postgres_durability",
+            lock_core::settings::Value::One(" Relaxed ".into()),
+            "",
+        );
+        let config = PostgresConfig::from_settings(&given).unwrap();
+        assert_eq!(config.durability, PostgresDurability::Relaxed);
+        given.insert(
+            "postgres_durability",
+            lock_core::settings::Value::One("fast".into()),
+            "",
+        );
+        let err = PostgresConfig::from_settings(&given)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LOCK_POSTGRES_DURABILITY") && err.contains("fast"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -146,6 +146,26 @@ BEGIN
 END
 $f$;
 
+-- Advisory mode: the guard every statement on a dedicated session runs before it takes or
+-- releases anything (review finding PG-7). A session's statements must all run on the server
+-- process it was opened on (p_pid); behind PgBouncer in transaction pooling mode they need not,
+-- and an advisory lock taken or released there would belong to other clients. Returns p_ns;
+-- no check when p_pid is NULL (statements on pooled connections).
+CREATE OR REPLACE FUNCTION {prefix}session_v1(p_pid integer, p_ns integer) RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $f$
+BEGIN
+    IF p_pid IS NOT NULL AND p_pid <> pg_backend_pid() THEN
+        RAISE EXCEPTION USING ERRCODE = 'LKPB1',
+            MESSAGE = format('lock-postgres advisory session opened on server process %s runs '
+                'on server process %s: the connection goes through a pooler such as PgBouncer '
+                'in transaction pooling mode, which advisory mode cannot use (nothing was taken '
+                'or released); use LOCK_POSTGRES_MODE=lease there, or connect advisory mode '
+                'straight to the server or through session pooling', p_pid, pg_backend_pid());
+    END IF;
+    RETURN p_ns;
+END
+$f$;
+
 CREATE OR REPLACE FUNCTION {prefix}unlock_v1(p_ns integer, p_akey integer,
     p_exclusive boolean, p_do boolean) RETURNS void
 LANGUAGE plpgsql AS $f$

@@ -4,7 +4,7 @@
 mod config;
 mod sql;
 
-pub use config::{PostgresConfig, PostgresMode};
+pub use config::{PostgresConfig, PostgresDurability, PostgresMode};
 
 use config::redact;
 use lock_core::{
@@ -14,9 +14,10 @@ use lock_core::{
 use sql::{Outcome, Sql, Take, unavailable};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 /// Idle advisory sessions kept for reuse (per [`Postgres`]).
@@ -58,10 +59,17 @@ struct Session {
     conn: PgConnection,
     pid: i32,
     reused: bool,
+    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes.
+    permit: OwnedSemaphorePermit,
 }
 
-#[derive(Default)]
 struct Sessions {
+    /// The cap on open sessions (review finding PG-6): a permit per session, whether it holds a
+    /// lease, waits, or sits in the idle cache.
+    permits: Arc<Semaphore>,
+    /// Acquisitions waiting in the client for a session, oldest first: a session that comes
+    /// free is handed to one of them rather than cached (locked after `idle`, never before).
+    waiters: StdMutex<VecDeque<oneshot::Sender<Session>>>,
     /// The sessions holding this process's advisory leases (a slot emptied by the release).
     held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
@@ -117,9 +125,10 @@ impl Postgres {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for an invalid configuration or URL (passwords are never shown);
-    /// [`Error::ProviderUnavailable`] when the server cannot be reached or the tables cannot be
-    /// created.
+    /// [`Error::Config`] for an invalid configuration or URL (passwords are never shown), and
+    /// in advisory mode when the URL goes through a transaction-level pooler such as PgBouncer
+    /// in transaction pooling mode (review finding PG-7); [`Error::ProviderUnavailable`] when
+    /// the server cannot be reached or the tables cannot be created.
     ///
     /// # Cancel safety
     ///
@@ -131,6 +140,9 @@ impl Postgres {
             Some(url) => parse_url(url)?,
             None => options.clone(),
         };
+        if config.mode == PostgresMode::Advisory {
+            probe_pooling(&options, config.connect_timeout).await?;
+        }
         // No ping before every use (review design D6): a broken connection fails its
         // statement, and the caller's retry takes another.
         let pool = PgPoolOptions::new()
@@ -141,7 +153,8 @@ impl Postgres {
             .await
             .map_err(unavailable)?;
         let advisory = (config.mode == PostgresMode::Advisory).then_some(config.namespace);
-        let sql = Sql::new(&config.table_prefix, advisory);
+        let relaxed = config.durability == PostgresDurability::Relaxed;
+        let sql = Sql::new(&config.table_prefix, advisory, relaxed);
         {
             let mut conn = pool.acquire().await.map_err(unavailable)?;
             sql.migrate(&mut conn).await.map_err(unavailable)?;
@@ -154,6 +167,7 @@ impl Postgres {
             .acquire_timeout(config.connect_timeout)
             .connect_lazy_with(listen_options);
         let listener = tokio::spawn(listen(listen_pool, sql.channel.clone(), notifier.clone()));
+        let config_max_sessions = config.max_sessions;
         let inner = Arc::new(Inner {
             config,
             options,
@@ -162,7 +176,15 @@ impl Postgres {
             notifier,
             listener: StdMutex::new(Some(listener)),
             sweeper: StdMutex::new(None),
-            sessions: Sessions::default(),
+            sessions: Sessions {
+                permits: Arc::new(Semaphore::new(
+                    usize::try_from(config_max_sessions).unwrap_or(usize::MAX),
+                )),
+                waiters: StdMutex::default(),
+                held: StdMutex::default(),
+                idle: StdMutex::default(),
+                orphans: StdMutex::default(),
+            },
         });
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&inner)));
         *locked(&inner.sweeper) = Some(sweeper);
@@ -226,7 +248,13 @@ impl Postgres {
             };
             let outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Held, akey)
+                .acquire(
+                    &mut session.conn,
+                    request,
+                    Take::Held,
+                    akey,
+                    Some(session.pid),
+                )
                 .await;
             return match outcome {
                 Ok(Outcome::Done(granted @ Acquired::Granted { .. })) => {
@@ -245,7 +273,27 @@ impl Postgres {
         }
         let mut ends = 0;
         loop {
-            let mut session = inner.session().await?;
+            // Beyond the session cap, wait in the client (PG-6): for as long as a server-side
+            // wait would, or for a plain try as long as for a pooled connection.
+            let wait = request
+                .claim
+                .map_or(inner.config.connect_timeout, |claim| claim / 3);
+            let Some(mut session) = inner.session(wait).await? else {
+                if request.claim.is_some() {
+                    return Ok(Acquired::Busy { retry_after: None });
+                }
+                return Err(Error::unavailable(
+                    "postgres",
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) stayed busy \
+                             for {wait:?}",
+                            inner.config.max_sessions
+                        ),
+                    ),
+                ));
+            };
             let mut flight = Flight {
                 inner: Arc::clone(inner),
                 lease: request.lease_id,
@@ -254,19 +302,32 @@ impl Postgres {
             };
             let mut outcome = inner
                 .sql
-                .acquire(&mut session.conn, request, Take::Try, akey)
+                .acquire(
+                    &mut session.conn,
+                    request,
+                    Take::Try,
+                    akey,
+                    Some(session.pid),
+                )
                 .await;
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
                 flight.armed = false;
-                drop(session);
+                let permit = session.permit;
+                drop(session.conn);
                 locked(&inner.sessions.idle).clear();
-                session = inner.new_session().await?;
+                session = inner.new_session(permit).await?;
                 flight.pid = session.pid;
                 flight.armed = true;
                 outcome = inner
                     .sql
-                    .acquire(&mut session.conn, request, Take::Try, akey)
+                    .acquire(
+                        &mut session.conn,
+                        request,
+                        Take::Try,
+                        akey,
+                        Some(session.pid),
+                    )
                     .await;
             }
             let outcome = match outcome {
@@ -320,9 +381,15 @@ impl Postgres {
                     // Wait in the server's lock queue (the claim is recorded), for up to a
                     // third of the claim's TTL, then take the lease with the lock held.
                     let exclusive = request.mode == Mode::Exclusive;
+                    let text = if exclusive {
+                        &inner.sql.wait_exclusive
+                    } else {
+                        &inner.sql.wait_shared
+                    };
                     let got = wait_session(
                         &mut session.conn,
-                        exclusive,
+                        text,
+                        session.pid,
                         inner.config.namespace,
                         akey,
                         claim,
@@ -342,7 +409,13 @@ impl Postgres {
                     }
                     let outcome = inner
                         .sql
-                        .acquire(&mut session.conn, request, Take::Held, akey)
+                        .acquire(
+                            &mut session.conn,
+                            request,
+                            Take::Held,
+                            akey,
+                            Some(session.pid),
+                        )
                         .await;
                     flight.armed = false;
                     return match outcome {
@@ -387,7 +460,8 @@ impl Postgres {
             // One statement on the lease's own session: deletes the lease and ends the
             // advisory lock; the session goes back to the idle cache.
             Some(mut session) => {
-                match inner.sql.release(&mut session.conn, key, lease, true).await {
+                let pid = Some(session.pid);
+                match inner.sql.release(&mut session.conn, key, lease, pid).await {
                     Ok(deleted) => {
                         inner.idle(session);
                         deleted
@@ -397,13 +471,13 @@ impl Postgres {
                         // row on a pooled connection.
                         drop(session);
                         let mut conn = self.pooled().await?;
-                        inner.sql.release(&mut conn, key, lease, false).await?
+                        inner.sql.release(&mut conn, key, lease, None).await?
                     }
                 }
             }
             None => {
                 let mut conn = self.pooled().await?;
-                inner.sql.release(&mut conn, key, lease, false).await?
+                inner.sql.release(&mut conn, key, lease, None).await?
             }
         };
         if !deleted.live_pids.is_empty() {
@@ -441,7 +515,7 @@ impl Postgres {
         // advisory lock) alive and keeps it from sitting idle.
         match inner
             .sql
-            .extend_own(&mut session.conn, key, lease, ttl)
+            .extend_own(&mut session.conn, key, lease, ttl, session.pid)
             .await
         {
             Ok(true) => Ok(()),
@@ -465,7 +539,7 @@ impl Postgres {
 }
 
 impl Inner {
-    async fn new_session(&self) -> Result<Session> {
+    async fn new_session(&self, permit: OwnedSemaphorePermit) -> Result<Session> {
         let connect = PgConnection::connect_with(&self.options);
         let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(conn) => conn.map_err(unavailable)?,
@@ -481,16 +555,21 @@ impl Inner {
         };
         // The library bounds its own statements, whatever a DBA's default (review finding
         // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
-        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a vanished client while waiting for a lock; and never
+        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
+        // vanished client while waiting for a lock; and never
         // end this session for being idle (a DBA's `idle_session_timeout`): it may sit idle
         // while it holds its advisory lock (review finding PG-2).
         let (pid,): (i32,) = sqlx::query_as(
             "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
              set_config('default_transaction_isolation', 'read committed', false), \
              set_config('client_connection_check_interval', '1000', false), \
-             set_config('idle_session_timeout', '0', false)",
+             set_config('idle_session_timeout', '0', false), \
+             CASE WHEN $2 THEN set_config('synchronous_commit', 'off', false) END",
         )
         .bind(sql::STATEMENT_TIMEOUT)
+        // Relaxed durability (review design D4): the grants and extensions on this session
+        // commit without waiting for their WAL flush (releases do anyway).
+        .bind(self.config.durability == PostgresDurability::Relaxed)
         .fetch_one(&mut conn)
         .await
         .map_err(unavailable)?;
@@ -498,17 +577,48 @@ impl Inner {
             conn,
             pid,
             reused: false,
+            permit,
         })
     }
 
-    async fn session(&self) -> Result<Session> {
-        let idle = locked(&self.sessions.idle).pop();
-        match idle {
-            Some(mut session) => {
+    /// A session for an acquisition: an idle one, or a new one within the cap. At the cap,
+    /// waits up to `wait` for a session to come free (a release closes its session for us
+    /// rather than caching it); `None` when none did.
+    async fn session(&self, wait: Duration) -> Result<Option<Session>> {
+        let sessions = &self.sessions;
+        let handed = {
+            let mut idle = locked(&sessions.idle);
+            if let Some(mut session) = idle.pop() {
                 session.reused = true;
-                Ok(session)
+                return Ok(Some(session));
             }
-            None => self.new_session().await,
+            match Arc::clone(&sessions.permits).try_acquire_owned() {
+                Ok(permit) => Ok(permit),
+                Err(_) => {
+                    // Queued under the idle cache's lock: a session released from now on is
+                    // handed to us rather than cached.
+                    let (tx, rx) = oneshot::channel();
+                    locked(&sessions.waiters).push_back(tx);
+                    Err(rx)
+                }
+            }
+        };
+        let handed = match handed {
+            Ok(permit) => return self.new_session(permit).await.map(Some),
+            Err(handed) => handed,
+        };
+        // A released session is handed over; a session closed elsewhere frees a permit.
+        let got = tokio::time::timeout(wait, async {
+            tokio::select! {
+                session = handed => session.ok().map(|mut s| { s.reused = true; Err(s) }),
+                permit = Arc::clone(&sessions.permits).acquire_owned() => permit.ok().map(Ok),
+            }
+        })
+        .await;
+        match got {
+            Ok(Some(Err(session))) => Ok(Some(session)),
+            Ok(Some(Ok(permit))) => self.new_session(permit).await.map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -521,6 +631,17 @@ impl Inner {
     /// Keeps a session that holds nothing for reuse (up to the cache size).
     fn idle(&self, mut session: Session) {
         let mut idle = locked(&self.sessions.idle);
+        // An acquisition waiting for a session at the cap gets this one (PG-6); one that gave
+        // up meanwhile hands it back.
+        {
+            let mut waiters = locked(&self.sessions.waiters);
+            while let Some(waiter) = waiters.pop_front() {
+                match waiter.send(session) {
+                    Ok(()) => return,
+                    Err(back) => session = back,
+                }
+            }
+        }
         if idle.len() < self.idle_sessions() {
             session.reused = false;
             idle.push(session);
@@ -538,11 +659,12 @@ impl Inner {
     async fn park(&self, mut session: Session) {
         // Also clears the `lock_timeout` of a wait that timed out, so the next acquisition on
         // this session does not inherit it (review finding PG-9).
-        let unlocked =
-            sqlx::query("SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false)")
-                .execute(&mut session.conn)
-                .await
-                .is_ok();
+        // Behind the session guard: on another server connection it releases nothing (PG-7).
+        let unlocked = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(&self.sql.park)))
+            .bind(session.pid)
+            .execute(&mut session.conn)
+            .await
+            .is_ok();
         if unlocked {
             self.idle(session);
         }
@@ -602,29 +724,103 @@ impl Drop for Flight {
 /// Waits on the server for the lock's advisory lock on `conn`, for up to a third of the
 /// claim's TTL. One statement: the `lock_timeout` is local to it, so nothing is left on the
 /// session after a timed-out wait (review finding PG-9). False when not taken.
+///
+/// Behind the session guard (review finding PG-7): on another server process than `pid` it
+/// waits for and takes nothing.
 async fn wait_session(
     conn: &mut PgConnection,
-    exclusive: bool,
+    text: &Arc<str>,
+    pid: i32,
     namespace: i32,
     akey: i32,
     claim: Duration,
 ) -> sqlx::Result<bool> {
     let wait = (claim / 3).as_millis().max(1);
-    let text = if exclusive {
-        "SELECT pg_advisory_lock($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
-    } else {
-        "SELECT pg_advisory_lock_shared($2, $3) FROM (SELECT set_config('lock_timeout', $1, true)) s"
-    };
-    let result = sqlx::query(text)
+    let result = sqlx::query(sqlx::AssertSqlSafe(Arc::clone(text)))
         .bind(format!("{wait}ms"))
         .bind(namespace)
         .bind(akey)
+        .bind(pid)
         .execute(&mut *conn)
         .await;
     match result {
         Ok(_) => Ok(true),
         Err(e) if is_lock_timeout(&e) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Advisory mode's check at connect for a transaction-level pooler such as PgBouncer in
+/// transaction pooling mode (review finding PG-7), where a client's statements run on whichever
+/// server connection is free: two client sessions; the first keeps a transaction open (its
+/// server connection busy) while the second asks for its server process; the first commits,
+/// and the second asks again. On the server itself, or through session pooling, each client
+/// session keeps its own server process throughout. Through transaction pooling the second
+/// session shares the first's process, or (PgBouncer hands out the most recently freed server
+/// connection first) moves to the first's process, or cannot run while the first's
+/// transaction is open (a pool of one). A pooler that hands out connections in another order
+/// can pass this probe; the guard on every advisory statement still refuses to take or release
+/// anything on another server process than its session's.
+async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<()> {
+    use sqlx::Row;
+    async fn pid(conn: &mut PgConnection, text: &'static str) -> sqlx::Result<i32> {
+        let rows = sqlx::raw_sql(text).fetch_all(&mut *conn).await?;
+        rows.into_iter()
+            .next()
+            .ok_or(sqlx::Error::RowNotFound)?
+            .try_get(0)
+    }
+    let pooled = |why: String| {
+        Err(Error::config(format!(
+            "PgBouncer transaction pooling (or another transaction-level pooler) detected: \
+             {why}; advisory mode needs a session of its own per lease. Use \
+             LOCK_POSTGRES_MODE=lease through the pooler, or connect advisory mode straight to \
+             the server or through session pooling"
+        )))
+    };
+    let timed_out = || {
+        Error::unavailable(
+            "postgres",
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the pooling probe got no answer within {within:?}"),
+            ),
+        )
+    };
+    let probe = async {
+        let mut first = PgConnection::connect_with(options).await?;
+        let mut second = PgConnection::connect_with(options).await?;
+        let a = pid(&mut first, "BEGIN; SELECT pg_backend_pid()").await?;
+        let b =
+            match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()")).await {
+                Ok(b) => Some(b?),
+                Err(_) => None,
+            };
+        sqlx::raw_sql("COMMIT").execute(&mut first).await?;
+        let again = match b {
+            Some(_) => Some(pid(&mut second, "SELECT pg_backend_pid()").await?),
+            None => None,
+        };
+        let _ = first.close().await;
+        let _ = second.close().await;
+        Ok::<_, sqlx::Error>((a, b, again))
+    };
+    let (a, b, again) = tokio::time::timeout(within * 3, probe)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(unavailable)?;
+    match (b, again) {
+        (None, _) => pooled(format!(
+            "a second session could not run a statement while the first held a transaction \
+             open for {within:?} (a pool of one server connection?)"
+        )),
+        (Some(b), _) if b == a => pooled(format!(
+            "two client sessions ran on one server process ({a})"
+        )),
+        (Some(b), Some(again)) if again != b => pooled(format!(
+            "a client session moved from server process {b} to {again} between two statements"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -709,7 +905,7 @@ impl Backend for Postgres {
         match self
             .inner
             .sql
-            .acquire(&mut conn, request, Take::None, 0)
+            .acquire(&mut conn, request, Take::None, 0, None)
             .await?
         {
             Outcome::Done(outcome) => Ok(outcome),
@@ -723,7 +919,7 @@ impl Backend for Postgres {
             return self.release_advisory(key, lease).await;
         }
         let mut conn = self.pooled().await?;
-        let deleted = self.inner.sql.release(&mut conn, key, lease, false).await?;
+        let deleted = self.inner.sql.release(&mut conn, key, lease, None).await?;
         if deleted.changed {
             self.inner.notifier.notify(key);
         }

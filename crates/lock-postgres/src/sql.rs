@@ -28,21 +28,41 @@ pub(crate) fn micros(d: Duration) -> i64 {
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> Error {
+    // The session guard's error (`{prefix}session_v1`, review finding PG-7): a configuration
+    // problem, not a passing outage, so it is not retried.
+    if let Some(db) = e.as_database_error()
+        && db.code().is_some_and(|code| code == POOLED)
+    {
+        return Error::config(format!(
+            "PgBouncer transaction pooling (or another transaction-level pooler) detected: {}",
+            db.message()
+        ));
+    }
     Error::unavailable("postgres", e)
 }
+
+/// The SQLSTATE of the session guard (`{prefix}session_v1`).
+const POOLED: &str = "LKPB1";
 
 /// The statements, with the table names and (in advisory mode) the liveness test filled in.
 pub(crate) struct Sql {
     /// Named (cached) prepared statements; off in lease mode, so the statements also work
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
+    /// Relaxed durability (review design D4): lease mode's grants commit asynchronously
+    /// (advisory sessions are set so when opened).
+    relaxed: bool,
     pub(crate) channel: String,
     /// The three tables, the index and the functions, for the migration's existence check.
     tables: [String; 4],
-    functions: [String; 3],
+    functions: [String; 4],
     namespace: Option<i32>,
     prefix: String,
     pub(crate) migrate: Arc<str>,
+    /// Advisory mode: the server-side waits and the park, behind the session guard.
+    pub(crate) wait_exclusive: Arc<str>,
+    pub(crate) wait_shared: Arc<str>,
+    pub(crate) park: Arc<str>,
     /// The grant rule and the release, as server-side functions (one statement each).
     acquire: Arc<str>,
     release: Arc<str>,
@@ -242,7 +262,7 @@ impl Sql {
 
     /// `prefix` is validated by [`PostgresConfig::validate`](crate::PostgresConfig::validate);
     /// `advisory` is the namespace in advisory mode.
-    pub(crate) fn new(prefix: &str, advisory: Option<i32>) -> Sql {
+    pub(crate) fn new(prefix: &str, advisory: Option<i32>, relaxed: bool) -> Sql {
         let locks = format!("{prefix}locks");
         let leases = format!("{prefix}leases");
         let claims = format!("{prefix}claims");
@@ -262,12 +282,14 @@ impl Sql {
             .replace("{claims}", &claims);
         Sql {
             persistent: advisory.is_some(),
+            relaxed,
             namespace: advisory,
             prefix: prefix.to_owned(),
             functions: [
                 format!("{prefix}acquire_v1"),
                 format!("{prefix}release_v1"),
                 format!("{prefix}unlock_v1"),
+                format!("{prefix}session_v1"),
             ],
             channel: format!("{prefix}changes"),
             tables: [
@@ -295,13 +317,26 @@ impl Sql {
                     PRIMARY KEY (name, kind, lease_id));
                  {functions}"
             )),
+            wait_exclusive: s(format!(
+                "SELECT pg_advisory_lock(n, $3) \
+                 FROM (SELECT set_config('lock_timeout', $1, true)) s, {prefix}session_v1($4, $2) n"
+            )),
+            wait_shared: s(format!(
+                "SELECT pg_advisory_lock_shared(n, $3) \
+                 FROM (SELECT set_config('lock_timeout', $1, true)) s, {prefix}session_v1($4, $2) n"
+            )),
+            park: s(format!(
+                "SELECT pg_advisory_unlock_all(), set_config('lock_timeout', '0', false) \
+                 FROM {prefix}session_v1($1, 0) n"
+            )),
             acquire: s(format!(
                 "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {prefix}acquire_v1(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 {prefix}session_v1($18, $13), $14, $15, $16, $17)"
             )),
             release: s(format!(
                 "SELECT o_valid, o_changed, o_pids FROM {prefix}release_v1(\
-                 $1, $2, $3, $4, $5, $6, $7)"
+                 $1, $2, $3, {prefix}session_v1($8, $4), $5, $6, $7)"
             )),
             extend: s(format!(
                 "UPDATE {leases} l SET expires_at = {NOW} + $4 \
@@ -311,7 +346,8 @@ impl Sql {
             extend_own: s(format!(
                 "UPDATE {leases} l SET expires_at = {NOW} + $4 \
                  WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
-                 AND l.expires_at > {NOW} AND l.pid = pg_backend_pid() RETURNING l.token"
+                 AND l.expires_at > {NOW} AND l.pid = {prefix}session_v1($5, pg_backend_pid()) \
+                 RETURNING l.token"
             )),
             inspect: s(format!(
                 "SELECT l.kind, l.owner, l.token, l.exclusive, l.permits, l.expires_at - {NOW}, \
@@ -377,7 +413,7 @@ impl Sql {
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
              AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL \
              AND to_regproc($5) IS NOT NULL AND to_regproc($6) IS NOT NULL \
-             AND to_regproc($7) IS NOT NULL",
+             AND to_regproc($7) IS NOT NULL AND to_regproc($8) IS NOT NULL",
         )
         .persistent(self.persistent)
         .bind(&self.tables[0])
@@ -387,6 +423,7 @@ impl Sql {
         .bind(&self.functions[0])
         .bind(&self.functions[1])
         .bind(&self.functions[2])
+        .bind(&self.functions[3])
         .fetch_one(&mut *tx)
         .await?;
         if present {
@@ -411,6 +448,7 @@ impl Sql {
         request: &AcquireRequest,
         take: Take,
         akey: i32,
+        pid: Option<i32>,
     ) -> Result<Outcome> {
         let key = &request.key;
         let (keys, values): (Vec<String>, Vec<String>) = request
@@ -437,7 +475,8 @@ impl Sql {
             .bind(akey)
             .bind(take as i32)
             .bind(&self.channel)
-            .bind(payload(key));
+            .bind(payload(key))
+            .bind(pid);
         let row = if self.persistent {
             // All rows, that is up to the end of the statement: its commit. A grant must not
             // be reported before it is committed (fetch_one returns at the first row).
@@ -519,7 +558,12 @@ impl Sql {
             text_literal(&payload(key)),
         ];
         let text = format!(
-            "{SIMPLE_PREAMBLE} SELECT o_status, o_token, o_wait, o_lim FROM {}acquire_v1({})",
+            "{SIMPLE_PREAMBLE}{} SELECT o_status, o_token, o_wait, o_lim FROM {}acquire_v1({})",
+            if self.relaxed {
+                " SET LOCAL synchronous_commit = off;"
+            } else {
+                ""
+            },
             self.prefix,
             args.join(", ")
         );
@@ -544,8 +588,10 @@ impl Sql {
         conn: &mut PgConnection,
         key: &LockKey,
         lease: LeaseId,
-        own_session: bool,
+        own_session: Option<i32>,
     ) -> Result<Deleted> {
+        let pid = own_session;
+        let own_session = own_session.is_some();
         let query = self
             .qa::<(bool, bool, Option<Vec<i32>>)>(&self.release)
             .bind(stored(key.name()))
@@ -554,7 +600,8 @@ impl Sql {
             .bind(self.namespace)
             .bind(own_session)
             .bind(&self.channel)
-            .bind(payload(key));
+            .bind(payload(key))
+            .bind(pid);
         let row = if self.persistent {
             query.fetch_all(&mut *conn).await.and_then(one_row)
         } else {
@@ -595,6 +642,7 @@ impl Sql {
         key: &LockKey,
         lease: LeaseId,
         ttl: Duration,
+        pid: i32,
     ) -> sqlx::Result<bool> {
         let rows: Vec<(i64,)> = self
             .qa(&self.extend_own)
@@ -602,6 +650,7 @@ impl Sql {
             .bind(key.kind().as_str())
             .bind(lease.to_ulid_string())
             .bind(micros(ttl))
+            .bind(pid)
             .fetch_all(conn)
             .await?;
         Ok(!rows.is_empty())

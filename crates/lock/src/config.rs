@@ -16,10 +16,12 @@
 //! | `LOCK_REDIS_QUORUM` | `0` | `0` = a majority of the URLs |
 //! | `LOCK_REDIS_TIMEOUT` | `2s` | the longest wait for one round trip to one instance |
 //! | `LOCK_POSTGRES_URL` | (none) | required for `postgres` |
-//! | `LOCK_POSTGRES_NAMESPACE` | `1` | advisory-lock namespace (an `i32`) |
-//! | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` (advisory locks, a session per held lock) or `lease` (rows only; works behind PgBouncer transaction pooling) |
+//! | `LOCK_POSTGRES_NAMESPACE` | `1` | an `i32`; advisory mode: the first key of its advisory locks, so other users of advisory locks in the database do not meet ours; it does **not** separate lock names (rows are keyed by name): applications sharing a database use their own `LOCK_POSTGRES_TABLE_PREFIX` (and, in advisory mode, their own namespace) |
+//! | `LOCK_POSTGRES_MODE` | `advisory` | `advisory` (advisory locks, a session per held lock; refused behind PgBouncer transaction pooling) or `lease` (rows only; works behind PgBouncer transaction pooling) |
+//! | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush, and a server crash can undo a reported grant (exclusion lost for that window; tokens still never repeat) |
 //! | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and of the NOTIFY channel |
 //! | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the connection pool |
+//! | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and reuse; beyond it acquisitions wait in the client |
 //! | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
 //! | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the `LISTEN` session connects (straight to the server behind PgBouncer) |
 //! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated; `https://host:port` for TLS (all or none) |
