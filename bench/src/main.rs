@@ -73,38 +73,32 @@ async fn main() -> Result<()> {
             effort.latency_iters
         };
         eprintln!("latency: {} / {}", c.group, c.label);
-        let samples = latency(c, iters).await.with_context(|| c.label.clone())?;
+        let Some(samples) = skip_failed(c, latency(c, iters).await) else { continue };
         report.push(Row::latency("uncontended cycle", c, &samples));
     }
     for clients in [1usize, 8, 64] {
         for c in &contenders {
             eprintln!("throughput x{clients}: {} / {}", c.group, c.label);
-            let (ops, samples) = throughput(c, clients, effort.throughput_for, Kind::Mutex)
-                .await
-                .with_context(|| c.label.clone())?;
+            let Some((ops, samples)) = skip_failed(c, throughput(c, clients, effort.throughput_for, Kind::Mutex).await) else { continue };
             report.push(Row::throughput(&format!("throughput, {clients} clients"), c, ops, &samples));
         }
     }
     for c in contenders.iter().filter(|c| c.waits) {
         eprintln!("hand-off: {} / {}", c.group, c.label);
-        let samples = handoff(c, effort.handoffs).await.with_context(|| c.label.clone())?;
+        let Some(samples) = skip_failed(c, handoff(c, effort.handoffs).await) else { continue };
         report.push(Row::latency("contended hand-off", c, &samples));
     }
     for kind in [Kind::Semaphore, Kind::Read] {
         for c in contenders.iter().filter(|c| c.supports(kind)) {
             eprintln!("{kind:?} throughput: {} / {}", c.group, c.label);
-            let (ops, samples) = throughput(c, 8, effort.throughput_for, kind)
-                .await
-                .with_context(|| c.label.clone())?;
+            let Some((ops, samples)) = skip_failed(c, throughput(c, 8, effort.throughput_for, kind).await) else { continue };
             report.push(Row::throughput(&format!("{} throughput, 8 clients", kind.title()), c, ops, &samples));
         }
     }
 
     for c in contenders.iter().filter(|c| c.waits) {
         eprintln!("contended throughput: {} / {}", c.group, c.label);
-        let (ops, samples) = contended(c, 8, effort.throughput_for)
-            .await
-            .with_context(|| c.label.clone())?;
+        let Some((ops, samples)) = skip_failed(c, contended(c, 8, effort.throughput_for).await) else { continue };
         report.push(Row::throughput("contended mutex throughput, 8 clients on one name", c, ops, &samples));
     }
     for kind in [Kind::Read, Kind::SemaphoreMany] {
@@ -113,10 +107,8 @@ async fn main() -> Result<()> {
             // test server's max_connections (review finding PG-6).
             let most = if c.label.contains("advisory") { 10 } else { 1000 };
             eprintln!("{kind:?} next to other holders: {} / {}", c.group, c.label);
-            for (others, samples) in among_holders(c, kind, most, effort.latency_iters / 4)
-                .await
-                .with_context(|| c.label.clone())?
-            {
+            let Some(steps) = skip_failed(c, among_holders(c, kind, most, effort.latency_iters / 4).await) else { continue };
+            for (others, samples) in steps {
                 report.push(Row::latency(&holders_scenario(kind, others), c, &samples));
             }
         }
@@ -219,6 +211,18 @@ async fn throughput(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok((samples.len() as f64 / elapsed, samples))
+}
+
+/// A scenario's result, or `None` after saying why it failed: one failure (a server that lost
+/// its leader under load, a request timeout) skips that row instead of ending the whole run.
+fn skip_failed<T>(c: &Contender, result: Result<T>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) => {
+            eprintln!("  SKIPPED {} / {}: {e:#}", c.group, c.label);
+            None
+        }
+    }
 }
 
 /// The scenario of a cycle next to `others` other holders.
