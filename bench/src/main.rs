@@ -66,6 +66,7 @@ async fn main() -> Result<()> {
         report.rtt(group, rtt);
     }
 
+    if wants("latency") {
     for c in &contenders {
         let iters = if c.group == "memory" {
             effort.memory_latency_iters
@@ -76,6 +77,8 @@ async fn main() -> Result<()> {
         let Some(samples) = skip_failed(c, latency(c, iters).await) else { continue };
         report.push(Row::latency("uncontended cycle", c, &samples));
     }
+    }
+    if wants("throughput") {
     for clients in [1usize, 8, 64] {
         for c in &contenders {
             eprintln!("throughput x{clients}: {} / {}", c.group, c.label);
@@ -83,11 +86,15 @@ async fn main() -> Result<()> {
             report.push(Row::throughput(&format!("throughput, {clients} clients"), c, ops, &samples));
         }
     }
+    }
+    if wants("handoff") {
     for c in contenders.iter().filter(|c| c.waits) {
         eprintln!("hand-off: {} / {}", c.group, c.label);
         let Some(samples) = skip_failed(c, handoff(c, effort.handoffs).await) else { continue };
         report.push(Row::latency("contended hand-off", c, &samples));
     }
+    }
+    if wants("kinds") {
     for kind in [Kind::Semaphore, Kind::Read] {
         for c in contenders.iter().filter(|c| c.supports(kind)) {
             eprintln!("{kind:?} throughput: {} / {}", c.group, c.label);
@@ -95,12 +102,16 @@ async fn main() -> Result<()> {
             report.push(Row::throughput(&format!("{} throughput, 8 clients", kind.title()), c, ops, &samples));
         }
     }
+    }
 
+    if wants("contended") {
     for c in contenders.iter().filter(|c| c.waits) {
         eprintln!("contended throughput: {} / {}", c.group, c.label);
         let Some((ops, samples)) = skip_failed(c, contended(c, 8, effort.throughput_for).await) else { continue };
         report.push(Row::throughput("contended mutex throughput, 8 clients on one name", c, ops, &samples));
     }
+    }
+    if wants("holders") {
     for kind in [Kind::Read, Kind::SemaphoreMany] {
         for c in contenders.iter().filter(|c| c.supports(kind)) {
             // Advisory mode holds a server session per lease: 100 holders would exhaust the
@@ -113,12 +124,15 @@ async fn main() -> Result<()> {
             }
         }
     }
+    }
+    if wants("paused") {
     for c in contenders.iter().filter(|c| c.group == "redlock-5") {
         eprintln!("latency, one node paused: {} / {}", c.group, c.label);
         match paused_latency(c, effort.latency_iters / 4).await {
             Ok(samples) => report.push(Row::latency(PAUSED, c, &samples)),
             Err(e) => eprintln!("  {}: {e:#}", c.label),
         }
+    }
     }
 
     let mut flat = Vec::new();
@@ -211,6 +225,14 @@ async fn throughput(
     }
     let elapsed = started.elapsed().as_secs_f64();
     Ok((samples.len() as f64 / elapsed, samples))
+}
+
+/// Whether `scenario` runs: `LOCK_BENCH_SCENARIOS=holders,paused` limits a run to those
+/// (latency, throughput, handoff, kinds, contended, holders, paused); unset runs them all.
+fn wants(scenario: &str) -> bool {
+    std::env::var("LOCK_BENCH_SCENARIOS")
+        .map(|v| v.split(',').any(|s| s.trim() == scenario))
+        .unwrap_or(true)
 }
 
 /// A scenario's result, or `None` after saying why it failed: one failure (a server that lost
