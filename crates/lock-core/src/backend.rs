@@ -8,7 +8,9 @@
 //! and each request weighs its permits. Blocking waits, retries, guards and auto-extension are
 //! built once on top, in the lock handles.
 
-use crate::{Error, FencingToken, LeaseId, LockInfo, LockKey, Metadata, Mode, Result};
+use crate::{
+    Error, FencingToken, LeaseId, ListRequest, LockInfo, LockKey, LockPage, Metadata, Mode, Result,
+};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -235,6 +237,32 @@ pub trait Backend: Send + Sync + 'static {
     /// [`Error::ProviderUnavailable`].
     fn force_release(&self, name: &str) -> impl Future<Output = Result<usize>> + Send;
 
+    /// One page of the locks that have valid leases, of every kind, whose names start with
+    /// `request.prefix`: each with all its holders, as [`inspect`](Backend::inspect) reports
+    /// them. The request was validated ([`ListRequest::validate`]).
+    ///
+    /// **Bounded.** One call does work bounded by `request.limit`, however many names the
+    /// store holds (names that are idle or expired included): a page may come back short, or
+    /// empty, with [`LockPage::next`] set. **Complete.** Following `next` until it is `None`
+    /// reports every name held from the first call to the last; a name may appear in two
+    /// pages (each page holds all of a name's holders). The conformance suite checks both.
+    ///
+    /// The default answers [`Error::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a cursor this backend did not make;
+    /// [`Error::ProviderUnavailable`]; [`Error::Unsupported`] when the backend cannot list.
+    fn list(&self, request: &ListRequest) -> impl Future<Output = Result<LockPage>> + Send {
+        let _ = request;
+        let name = self.name();
+        async move {
+            Err(Error::Unsupported {
+                message: format!("the {name} backend cannot list locks"),
+            })
+        }
+    }
+
     /// Subscribes a waiting request to change signals of its lock (before its first attempt).
     /// A backend may signal only the changes that can matter to this request (its
     /// predecessor's release, say) rather than every change of the lock.
@@ -360,6 +388,8 @@ pub trait DynBackend: Send + Sync + 'static {
     fn inspect_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<LockInfo>>>;
     /// [`Backend::force_release`], boxed.
     fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>>;
+    /// [`Backend::list`], boxed.
+    fn list_dyn<'a>(&'a self, request: &'a ListRequest) -> BoxFuture<'a, Result<LockPage>>;
     /// [`Backend::subscribe`], boxed.
     fn subscribe_dyn<'a>(
         &'a self,
@@ -395,6 +425,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn force_release_dyn<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<usize>> {
         Box::pin(self.force_release(name))
+    }
+    fn list_dyn<'a>(&'a self, request: &'a ListRequest) -> BoxFuture<'a, Result<LockPage>> {
+        Box::pin(self.list(request))
     }
     fn subscribe_dyn<'a>(
         &'a self,

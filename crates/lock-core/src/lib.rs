@@ -13,6 +13,7 @@ mod error;
 mod guard;
 mod handle;
 mod info;
+mod list;
 mod locker;
 mod mutex;
 mod notify;
@@ -31,6 +32,7 @@ pub use backend::{AcquireRequest, Acquired, Backend, BoxFuture, DynBackend, Subs
 pub use error::{BoxError, Error, Result};
 pub use guard::{CLOCK_DRIFT, Guard, valid_until};
 pub use info::{LockInfo, LockKey, LockKind, MAX_NAME_LEN, Metadata, Mode, validate_name};
+pub use list::{DEFAULT_LIST_LIMIT, ListCursor, ListRequest, LockPage, MAX_LIST_LIMIT};
 pub use locker::{CloseReport, DEFAULT_REQUEST_TIMEOUT, Locker, LockerBuilder};
 pub use mutex::Mutex;
 pub use notify::Notifier;

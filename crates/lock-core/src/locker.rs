@@ -5,8 +5,8 @@ use crate::backend::{Backend, DynBackend};
 use crate::guard::Live;
 use crate::time::no_reply;
 use crate::{
-    DEFAULT_TTL, Error, LockInfo, LockOptions, Mutex, Result, RetryPolicy, RwMutex, Semaphore,
-    check_ttl, validate_name,
+    DEFAULT_TTL, Error, ListRequest, LockInfo, LockOptions, LockPage, Mutex, Result, RetryPolicy,
+    RwMutex, Semaphore, check_ttl, validate_name,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -185,6 +185,53 @@ impl Locker {
     pub async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
         validate_name(name)?;
         self.bounded("inspect", self.shared.backend.inspect_dyn(name))
+            .await
+    }
+
+    /// One page of the locks that are held, of every kind, whose names start with
+    /// `request.prefix`: each name with all its holders, as [`inspect`](Locker::inspect)
+    /// reports them. Pass the page's [`next`](LockPage::next) back in
+    /// [`ListRequest::after`] for the next page, until it is `None`.
+    ///
+    /// Each call does work bounded by the page size, however many idle names the backend
+    /// stores, so a page may be short, or empty, before the end. A name may appear in two
+    /// pages; every name held for the whole listing appears at least once.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lock_core::Result<()> {
+    /// # let locker = lock_core::Locker::with_backend(lock_memory::Memory::new());
+    /// use lock_core::ListRequest;
+    ///
+    /// let _guard = locker.mutex("jobs/nightly").lock().await?;
+    /// let mut request = ListRequest::new("jobs/").limit(50);
+    /// loop {
+    ///     let page = locker.list(&request).await?;
+    ///     for holder in &page.locks {
+    ///         println!("{} held by {} (token {})", holder.name, holder.owner, holder.token);
+    ///     }
+    ///     match page.next {
+    ///         Some(next) => request = request.after(Some(next)),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a limit of 0 or over [`MAX_LIST_LIMIT`](crate::MAX_LIST_LIMIT),
+    /// a prefix over [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) bytes, or a cursor the backend did
+    /// not make; [`Error::ProviderUnavailable`] when the backend fails or does not answer
+    /// within the request timeout; [`Error::Unsupported`] for a backend that cannot list.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn list(&self, request: &ListRequest) -> Result<LockPage> {
+        request.validate()?;
+        self.bounded("list", self.shared.backend.list_dyn(request))
             .await
     }
 

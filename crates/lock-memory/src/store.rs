@@ -2,8 +2,8 @@
 
 use lock_core::backend::weight;
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
-    Metadata, Mode, Notifier, Result, Subscription, later,
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, ListCursor, ListRequest,
+    LockInfo, LockKey, LockKind, LockPage, Metadata, Mode, Notifier, Result, Subscription, later,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
@@ -251,29 +251,42 @@ impl Backend for Memory {
     }
 
     async fn inspect(&self, name: &str) -> Result<Vec<LockInfo>> {
+        Ok(holders(
+            &self.state(),
+            name,
+            Instant::now(),
+            SystemTime::now(),
+        ))
+    }
+
+    /// Scans the map, which holds only locks with leases or claims (an entry goes when its last
+    /// lease and claim do, or at its next use after they expire): the work is bounded by the
+    /// number of such locks, not by the names ever used.
+    async fn list(&self, request: &ListRequest) -> Result<LockPage> {
         let now = Instant::now();
         let wall = SystemTime::now();
         let state = self.state();
-        let mut holders = Vec::new();
-        for kind in KINDS {
-            let key = LockKey::new(name, kind)?;
-            let Some(entry) = state.locks.get(&key) else {
-                continue;
-            };
-            for lease in entry.leases.iter().filter(|l| l.expires > now) {
-                holders.push(LockInfo::new(
-                    &key,
-                    &*lease.owner,
-                    lease.token,
-                    lease.mode,
-                    lease.permits,
-                    wall + (lease.expires - now),
-                    (*lease.metadata).clone(),
-                ));
-            }
-        }
-        holders.sort_by_key(|info| info.token);
-        Ok(holders)
+        let after = request.after.as_ref().map(ListCursor::as_str);
+        let mut names: Vec<&str> = state
+            .locks
+            .iter()
+            .filter(|(key, entry)| {
+                key.name().starts_with(&request.prefix)
+                    && after.is_none_or(|after| key.name() > after)
+                    && entry.leases.iter().any(|l| l.expires > now)
+            })
+            .map(|(key, _)| key.name())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let more = names.len() > request.limit;
+        names.truncate(request.limit);
+        let next = more.then(|| ListCursor::new(*names.last().expect("limit >= 1")));
+        let locks = names
+            .into_iter()
+            .flat_map(|name| holders(&state, name, now, wall))
+            .collect();
+        Ok(LockPage::new(locks, next))
     }
 
     async fn force_release(&self, name: &str) -> Result<usize> {
@@ -294,6 +307,32 @@ impl Backend for Memory {
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
         Ok(self.inner.notifier.subscribe(&request.key))
     }
+}
+
+/// The valid leases of every kind of lock named `name`, in token order.
+fn holders(state: &State, name: &str, now: Instant, wall: SystemTime) -> Vec<LockInfo> {
+    let mut holders = Vec::new();
+    for kind in KINDS {
+        let Ok(key) = LockKey::new(name, kind) else {
+            continue;
+        };
+        let Some(entry) = state.locks.get(&key) else {
+            continue;
+        };
+        for lease in entry.leases.iter().filter(|l| l.expires > now) {
+            holders.push(LockInfo::new(
+                &key,
+                &*lease.owner,
+                lease.token,
+                lease.mode,
+                lease.permits,
+                wall + (lease.expires - now),
+                (*lease.metadata).clone(),
+            ));
+        }
+    }
+    holders.sort_by_key(|info| info.token);
+    holders
 }
 
 impl std::fmt::Debug for Memory {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
+pub use crate::listing::*;
 pub use crate::timing::*;
 
 /// The TTL of leases that tests let expire.

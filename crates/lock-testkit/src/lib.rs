@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod faults;
 pub mod harness;
+mod listing;
 pub mod process;
 pub mod proxy;
 pub mod safety;

@@ -54,8 +54,9 @@ pub use figment;
 pub use lock_core::backend;
 pub use lock_core::observe;
 pub use lock_core::{
-    AcquireRequest, Acquired, Backend, BoxError, BoxFuture, CLOCK_DRIFT, DEFAULT_TTL, DynBackend,
-    Error, FencingToken, Guard, LeaseId, LockInfo, LockKey, LockKind, LockOptions, LockerBuilder,
+    AcquireRequest, Acquired, Backend, BoxError, BoxFuture, CLOCK_DRIFT, DEFAULT_LIST_LIMIT,
+    DEFAULT_TTL, DynBackend, Error, FencingToken, Guard, LeaseId, ListCursor, ListRequest,
+    LockInfo, LockKey, LockKind, LockOptions, LockPage, LockerBuilder, MAX_LIST_LIMIT,
     MAX_NAME_LEN, MAX_TTL, Metadata, Mode, Mutex, Notifier, OnLost, Permit, Result, RetryPolicy,
     RwMutex, Semaphore, Subscription, check_ttl, valid_until, validate_name,
 };
