@@ -270,8 +270,13 @@ async fn a_counter_ahead_is_raised_then_proposed() {
     }
     locker.close().await;
     let calls = script_calls(&mut conns).await;
+    // The restarted instance lost its counter: the proposal (above the far-ahead counter of
+    // the others) is more than a minute above its own next token, so it grants its own token
+    // (see MAX_LEAD_US in common.lua). That costs one raise at most: a raise reaches it only
+    // when it is among the first granting instances, and sets its counter to the others'.
+    let raises: u64 = calls.iter().map(|c| c.saturating_sub(6)).sum();
     assert!(
-        calls.iter().all(|c| *c == 6),
-        "expected no raise once the proposal is above every counter: {calls:?}"
+        calls.iter().all(|c| (6..=7).contains(c)) && raises <= 2,
+        "expected at most one raise once the proposal is above the counters: {calls:?}"
     );
 }
