@@ -5,16 +5,18 @@
 #
 #   scripts/package.sh
 #
-# `cargo package --no-verify` here; the throwaway project's build is the verification (it
-# compiles the packaged sources of distlock, lock-core and lock-memory; the other backends are
-# compiled from the same sources by the workspace's own checks).
+# `cargo package --no-verify --exclude-lockfile` here: cargo cannot yet resolve a lockfile or
+# verify a package whose dependencies are other unpublished members of the workspace. The
+# throwaway project's build is the verification instead (it compiles the packaged sources of
+# distlock, lock-core and lock-memory; the other backends' packaged sources are the workspace's
+# own, which the other checks compile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 
 echo "==> cargo package --workspace"
-cargo package --workspace --exclude lock-testkit --no-verify --allow-dirty --quiet
+cargo package --workspace --exclude lock-testkit --no-verify --exclude-lockfile --allow-dirty --quiet
 
 work=$(mktemp -d /tmp/lock-quickstart.XXXXXX)
 trap 'rm -rf "$work"' EXIT
