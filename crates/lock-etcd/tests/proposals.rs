@@ -10,13 +10,12 @@ mod support;
 
 use lock_core::Locker;
 use lock_etcd::LeaseMode;
-use support::Node;
 use std::time::Duration;
+use support::Node;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
-
 
 /// Counts one `lock()` + `release()` of an uncontended mutex: the proposals committed and the
 /// leases granted meanwhile that still exist once the background refill settled (the pool's

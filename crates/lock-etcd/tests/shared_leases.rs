@@ -8,8 +8,8 @@ mod support;
 
 use lock_core::{Backend, Locker};
 use lock_etcd::{EtcdConfig, LeaseMode};
-use support::Node;
 use std::time::{Duration, Instant};
+use support::Node;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

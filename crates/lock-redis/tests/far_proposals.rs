@@ -47,7 +47,10 @@ async fn a_far_ahead_token_of_one_lock_does_not_push_other_counters() {
         let guard = locker.mutex(&name).lock().await.unwrap();
         let token = guard.token().get();
         guard.release().await.unwrap();
-        assert!(token < far / 2, "{name}: token {token} follows the far-ahead lock");
+        assert!(
+            token < far / 2,
+            "{name}: token {token} follows the far-ahead lock"
+        );
         last = last.max(token);
         for conn in &mut conns {
             let ttl: i64 = redis::cmd("PTTL")
