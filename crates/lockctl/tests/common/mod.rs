@@ -178,9 +178,14 @@ impl Ctx {
     /// `LOCK_NAME|LOCK_FENCING_TOKEN|LOCK_OWNER|PID` to `ready`, writes `term` to `marker`
     /// and exits 0 on SIGTERM, and otherwise runs until stopped or its lockctl is gone.
     pub fn holder(&self, options: &[&str], tag: &str) -> Holder {
+        self.holder_of(&self.name, options, tag)
+    }
+
+    /// [`Ctx::holder`] of the lock `name`.
+    pub fn holder_of(&self, name: &str, options: &[&str], tag: &str) -> Holder {
         let ready = self.path(&format!("{tag}.ready"));
         let marker = self.path(&format!("{tag}.term"));
-        let mut args = vec!["run", self.name.as_str()];
+        let mut args = vec!["run", name];
         args.extend_from_slice(options);
         let ready_arg = ready.to_str().expect("UTF-8 path").to_owned();
         let marker_arg = marker.to_str().expect("UTF-8 path").to_owned();
