@@ -238,13 +238,25 @@ fn sigterm_reaches_the_command(backend: &Backend) {
     let ctx = Ctx::new(backend, "sigterm");
     let holder = ctx.holder(&["--ttl", "5s"], "holder");
     holder.ready();
+
+    // While lockctl waits for the lock, a signal ends the wait; the command never starts.
+    let never = ctx.path("never");
+    let waiter = ctx.spawn(&["run", &ctx.name, "--", "touch", never.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+    waiter.signal("TERM");
+    let waited = waiter.wait(PROCESS_LIMIT);
+    waited.expect(143);
+    // "while waiting", or "while connecting" on a machine slow enough to still be at it.
+    assert!(waited.stderr.contains("SIGTERM while"), "{}", waited.stderr);
+    assert!(!never.exists(), "the command ran without the lock");
+
     holder.proc.signal("TERM");
     let marker = holder.marker.clone();
     let ended = holder.proc.wait(PROCESS_LIMIT);
     // The command traps SIGTERM and exits 0.
     ended.expect(0);
     assert_eq!(common::read(&marker).trim(), "term", "{}", ended.stderr);
-    // Released at once, not after the TTL.
+    // Released at once, not after the TTL, and the interrupted waiter left nothing behind.
     ctx.run(&["run", &ctx.name, "--no-wait", "--", "true"])
         .expect(0);
 
