@@ -229,6 +229,30 @@ fn no_wait_on_a_busy_lock_exits_at_once(backend: &Backend) {
         "{}",
         timed_out.stderr
     );
+    // No status line when stderr is not a terminal: the one line of the outcome.
+    assert_eq!(timed_out.stderr.lines().count(), 1, "{}", timed_out.stderr);
+
+    // On a terminal (script(1) gives it one), the status line names the holder.
+    if std::path::Path::new("/usr/bin/script").exists() {
+        let inner = format!(
+            "{} run '{}' --timeout 1500ms -- true",
+            common::LOCKCTL,
+            ctx.name
+        );
+        let mut command = ctx.command("/usr/bin/script", &["-qec", &inner, "/dev/null"]);
+        let on_tty = ctx
+            .spawn_command(&mut command, &["(script)"])
+            .wait(PROCESS_LIMIT);
+        on_tty.expect(BUSY);
+        assert!(
+            on_tty.stdout.contains("waiting for mutex"),
+            "{}",
+            on_tty.stdout
+        );
+        assert!(on_tty.stdout.contains(&env.owner), "{}", on_tty.stdout);
+    } else {
+        eprintln!("script(1) is missing: the status line is not checked");
+    }
     assert!(!holder.got_sigterm());
 }
 

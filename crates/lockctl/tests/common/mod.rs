@@ -130,7 +130,12 @@ impl Ctx {
     /// A `lockctl` command with only this test's `LOCK_*` variables, in a process group of
     /// its own (as if started by a shell without a terminal), stdin closed.
     pub fn lockctl(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(LOCKCTL);
+        self.command(LOCKCTL, args)
+    }
+
+    /// [`Ctx::lockctl`] for another program (one that starts lockctl).
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(program);
         command.args(args).stdin(Stdio::null()).process_group(0);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("LOCK_") {
