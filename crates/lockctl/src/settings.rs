@@ -8,10 +8,6 @@ use lock::config::EnvVars;
 use lock::{Config, Locker, Provider};
 use std::path::Path;
 
-/// The variables `lockctl run` sets for its command. A nested `lockctl` (or a program using
-/// the library) sees them; they are not settings, so they get no "unknown variable" warning.
-pub(crate) const CHILD_VARS: [&str; 3] = ["LOCK_NAME", "LOCK_FENCING_TOKEN", "LOCK_OWNER"];
-
 /// Loads the configuration: the defaults, then `file`, then the `LOCK_*` variables. Warns on
 /// stderr about unknown `LOCK_*` variables. The owner id defaults to `lockctl@HOST:PID`.
 pub(crate) fn load(file: Option<&Path>) -> Result<Config, Failure> {
@@ -27,10 +23,10 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, Failure> {
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(EnvVars::new());
+    // LOCK_NAME, LOCK_FENCING_TOKEN and LOCK_OWNER (what `run` gives its command, seen by a
+    // nested lockctl) are not reported by the library.
     for unknown in Config::unknown_env_vars() {
-        if !CHILD_VARS.contains(&unknown.name.as_str()) {
-            eprintln!("lockctl: warning: {unknown}");
-        }
+        eprintln!("lockctl: warning: {unknown}");
     }
     let mut config = Config::from_figment(&figment).map_err(|e| Failure::from_lock(&e))?;
     if config.provider == Provider::Memory {
