@@ -193,52 +193,11 @@ fetch_etcd35() {
 start_etcd() {
     # The fault tests start their own etcd processes, whatever LOCK_TEST_* say; etcdctl waits
     # for the cluster's health.
-    have protoc || apt_install protobuf-compiler
-    have etcd || apt_install etcd-server
-    have etcdctl || apt_install etcd-client
     if [ -n "${LOCK_TEST_ETCD_ENDPOINTS:-}" ]; then
         log "etcd: using LOCK_TEST_ETCD_ENDPOINTS"
         return
     fi
-    local cluster="" endpoints=() client=() peer=() i dir
-    # A folder per cluster: the version matrix starts a second one.
-    dir=$(mktemp -d "$servers_dir/etcd.XXXXXX")
-    for i in 1 2 3; do
-        pick_port
-        client[i]=$picked
-        pick_port
-        peer[i]=$picked
-        cluster+="n$i=http://127.0.0.1:${peer[i]},"
-    done
-    for i in 1 2 3; do
-        etcd --name "n$i" --data-dir "$dir/data-$i" \
-            --listen-client-urls "http://127.0.0.1:${client[i]}" \
-            --advertise-client-urls "http://127.0.0.1:${client[i]}" \
-            --listen-peer-urls "http://127.0.0.1:${peer[i]}" \
-            --initial-advertise-peer-urls "http://127.0.0.1:${peer[i]}" \
-            --initial-cluster "${cluster%,}" --initial-cluster-state new \
-            --initial-cluster-token lock-test >"$dir/$i.log" 2>&1 &
-        pids+=("$!")
-        endpoints+=("127.0.0.1:${client[i]}")
-    done
-    for i in 1 2 3; do wait_port "${client[i]}"; done
-    export LOCK_TEST_ETCD_ENDPOINTS
-    LOCK_TEST_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
-    # Listening is not ready: wait until a leader is elected and every member answers.
-    local ready=0
-    for _ in $(seq 1 60); do
-        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_ENDPOINTS" --command-timeout=2s \
-            endpoint health >/dev/null 2>&1; then
-            ready=1
-            break
-        fi
-        sleep 0.5
-    done
-    if [ "$ready" != 1 ]; then
-        echo "etcd cluster $LOCK_TEST_ETCD_ENDPOINTS not healthy after 30 s" >&2
-        return 1
-    fi
-    log "etcd: $LOCK_TEST_ETCD_ENDPOINTS"
+    start_etcd_cluster http
 }
 
 # Test certificates, made once per run with openssl into $servers_dir/certs: a CA; a
@@ -289,46 +248,66 @@ make_test_certs() {
 # etcd with TLS: a 3-node cluster whose client and peer URLs are https://, requiring a client
 # certificate signed by the test CA on both (--client-cert-auth, --peer-client-cert-auth).
 start_etcd_tls() {
-    have protoc || apt_install protobuf-compiler
-    have etcd || apt_install etcd-server
-    have etcdctl || apt_install etcd-client
     if [ -n "${LOCK_TEST_ETCD_TLS_ENDPOINTS:-}" ]; then
         log "etcd TLS: using LOCK_TEST_ETCD_TLS_ENDPOINTS"
         return
     fi
     make_test_certs
-    local cluster="" endpoints=() client=() peer=() i dir c=$certs_dir
-    dir=$(mktemp -d "$servers_dir/etcd-tls.XXXXXX")
+    start_etcd_cluster https
+}
+
+# A 3-node etcd cluster on loopback; `http` exports LOCK_TEST_ETCD_ENDPOINTS, `https` (client
+# and peer TLS with client certificates of the test CA) LOCK_TEST_ETCD_TLS_ENDPOINTS. Returns
+# once a leader is elected and every member answers.
+start_etcd_cluster() {
+    local scheme=$1
+    have protoc || apt_install protobuf-compiler
+    have etcd || apt_install etcd-server
+    have etcdctl || apt_install etcd-client
+    local cluster="" endpoints=() client=() peer=() i dir name tls=() ctl=() var
+    if [ "$scheme" = https ]; then
+        local c=$certs_dir
+        name=t var=LOCK_TEST_ETCD_TLS_ENDPOINTS
+        tls=(--cert-file "$c/server.pem" --key-file "$c/server-key.pem"
+            --client-cert-auth --trusted-ca-file "$c/ca.pem"
+            --peer-cert-file "$c/server.pem" --peer-key-file "$c/server-key.pem"
+            --peer-client-cert-auth --peer-trusted-ca-file "$c/ca.pem")
+        ctl=(--cacert "$c/ca.pem" --cert "$c/client.pem" --key "$c/client-key.pem")
+    else
+        name=n var=LOCK_TEST_ETCD_ENDPOINTS
+    fi
+    # A folder per cluster: the version matrix starts a second one.
+    dir=$(mktemp -d "$servers_dir/etcd-$scheme.XXXXXX")
     for i in 1 2 3; do
         pick_port
         client[i]=$picked
         pick_port
         peer[i]=$picked
-        cluster+="t$i=https://127.0.0.1:${peer[i]},"
+        cluster+="$name$i=$scheme://127.0.0.1:${peer[i]},"
     done
     for i in 1 2 3; do
-        etcd --name "t$i" --data-dir "$dir/data-$i" \
-            --listen-client-urls "https://127.0.0.1:${client[i]}" \
-            --advertise-client-urls "https://127.0.0.1:${client[i]}" \
-            --listen-peer-urls "https://127.0.0.1:${peer[i]}" \
-            --initial-advertise-peer-urls "https://127.0.0.1:${peer[i]}" \
+        etcd --name "$name$i" --data-dir "$dir/data-$i" \
+            --listen-client-urls "$scheme://127.0.0.1:${client[i]}" \
+            --advertise-client-urls "$scheme://127.0.0.1:${client[i]}" \
+            --listen-peer-urls "$scheme://127.0.0.1:${peer[i]}" \
+            --initial-advertise-peer-urls "$scheme://127.0.0.1:${peer[i]}" \
             --initial-cluster "${cluster%,}" --initial-cluster-state new \
-            --initial-cluster-token lock-test-tls \
-            --cert-file "$c/server.pem" --key-file "$c/server-key.pem" \
-            --client-cert-auth --trusted-ca-file "$c/ca.pem" \
-            --peer-cert-file "$c/server.pem" --peer-key-file "$c/server-key.pem" \
-            --peer-client-cert-auth --peer-trusted-ca-file "$c/ca.pem" \
-            >"$dir/$i.log" 2>&1 &
+            --initial-cluster-token "lock-test-$scheme" "${tls[@]}" >"$dir/$i.log" 2>&1 &
         pids+=("$!")
-        endpoints+=("https://127.0.0.1:${client[i]}")
+        if [ "$scheme" = https ]; then
+            endpoints+=("https://127.0.0.1:${client[i]}")
+        else
+            endpoints+=("127.0.0.1:${client[i]}")
+        fi
     done
     for i in 1 2 3; do wait_port "${client[i]}"; done
-    export LOCK_TEST_ETCD_TLS_ENDPOINTS
-    LOCK_TEST_ETCD_TLS_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+    local list
+    list=$(IFS=,; echo "${endpoints[*]}")
+    export "$var=$list"
+    # Listening is not ready: wait until a leader is elected and every member answers.
     local ready=0
     for _ in $(seq 1 60); do
-        if ETCDCTL_API=3 etcdctl --endpoints "$LOCK_TEST_ETCD_TLS_ENDPOINTS" --command-timeout=2s \
-            --cacert "$c/ca.pem" --cert "$c/client.pem" --key "$c/client-key.pem" \
+        if ETCDCTL_API=3 etcdctl --endpoints "$list" --command-timeout=2s "${ctl[@]}" \
             endpoint health >/dev/null 2>&1; then
             ready=1
             break
@@ -336,10 +315,10 @@ start_etcd_tls() {
         sleep 0.5
     done
     if [ "$ready" != 1 ]; then
-        echo "etcd TLS cluster $LOCK_TEST_ETCD_TLS_ENDPOINTS not healthy after 30 s" >&2
+        echo "etcd $scheme cluster $list not healthy after 30 s" >&2
         return 1
     fi
-    log "etcd TLS: $LOCK_TEST_ETCD_TLS_ENDPOINTS"
+    log "etcd ($scheme): $list"
 }
 
 # PostgreSQL with TLS: a cluster of its own (the plain one stays the server without TLS) with

@@ -72,11 +72,14 @@ if [ -d crates/lock-etcd ]; then
     LOCK_TEST_ETCD_FAULTS_TLS=$certs_dir cargo test -p lock-etcd --all-features --test faults
 fi
 
-log "cargo test -p lock (default features)"
-cargo test -p lock
+log "cargo test -p distlock (default features)"
+cargo test -p distlock
 
 log "cargo run --example basic"
 cargo run --quiet --example basic
+
+# The crates as crates.io would get them, and the README's quick start built on them.
+bash scripts/package.sh
 
 ensure_cargo_deny
 # cargo-deny reads `cargo metadata` of every target platform: fetch those crates first.

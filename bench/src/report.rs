@@ -61,6 +61,10 @@ pub enum Goal {
     Across { title: String, a: (String, String, String), b: (String, String, String), max: f64 },
     /// median(a) < limit.
     Absolute { title: String, scenario: String, a: (String, String), limit: Duration },
+    /// ops(a) >= min × ops(b), each (scenario, group, subject).
+    OpsAcross { title: String, a: (String, String, String), b: (String, String, String), min: f64 },
+    /// ops(a) >= ops.
+    OpsAtLeast { title: String, scenario: String, a: (String, String), ops: f64 },
 }
 
 fn pair((g, s): (&str, &str)) -> (String, String) {
@@ -83,6 +87,13 @@ impl Goal {
     }
     pub fn absolute(title: &str, scenario: &str, a: (&str, &str), limit: Duration) -> Goal {
         Goal::Absolute { title: title.into(), scenario: scenario.into(), a: pair(a), limit }
+    }
+    pub fn ops_across(title: &str, a: (&str, &str, &str), b: (&str, &str, &str), min: f64) -> Goal {
+        let triple = |(x, y, z): (&str, &str, &str)| (x.to_owned(), y.to_owned(), z.to_owned());
+        Goal::OpsAcross { title: title.into(), a: triple(a), b: triple(b), min }
+    }
+    pub fn ops_at_least(title: &str, scenario: &str, a: (&str, &str), ops: f64) -> Goal {
+        Goal::OpsAtLeast { title: title.into(), scenario: scenario.into(), a: pair(a), ops }
     }
 }
 
@@ -181,6 +192,23 @@ impl Report {
                     Some(a) => {
                         let limit_us = limit.as_secs_f64() * 1e6;
                         GoalResult { goal: title.clone(), measured: format!("{:.2} µs", a.median_us), target: format!("< {limit_us} µs"), met: Some(a.median_us < limit_us) }
+                    }
+                    None => missing(title),
+                },
+                Goal::OpsAcross { title, a, b, min } => {
+                    let find = |(scenario, group, subject): &(String, String, String)| self.find(scenario, &(group.clone(), subject.clone()));
+                    match (find(a), find(b)) {
+                        (Some(x), Some(y)) => {
+                            let (x, y) = (x.ops_per_sec.unwrap_or(0.0), y.ops_per_sec.unwrap_or(f64::MAX));
+                            GoalResult { goal: title.clone(), measured: format!("{:.2}x ({x:.0} / {y:.0} ops/s)", x / y), target: format!(">= {min}x"), met: Some(x >= min * y) }
+                        }
+                        _ => missing(title),
+                    }
+                }
+                Goal::OpsAtLeast { title, scenario, a, ops } => match self.find(scenario, a) {
+                    Some(a) => {
+                        let x = a.ops_per_sec.unwrap_or(0.0);
+                        GoalResult { goal: title.clone(), measured: format!("{x:.0} ops/s"), target: format!(">= {ops:.0} ops/s"), met: Some(x >= *ops) }
                     }
                     None => missing(title),
                 },

@@ -217,6 +217,9 @@ pub async fn all(run: &str) -> Result<Vec<Contender>> {
             config.provider = Provider::Postgres;
             config.postgres.url = url.clone();
             out.push(contender("postgres", "ours (advisory)", run, true, every.clone(), ours_from(config.clone())));
+            let mut relaxed = config.clone();
+            relaxed.postgres.durability = lock::config::PostgresDurability::Relaxed;
+            out.push(contender("postgres", "ours (advisory, relaxed)", run, true, vec![], ours_from(relaxed)));
             let mut lease = config;
             lease.postgres.mode = lock::config::PostgresMode::Lease;
             out.push(contender("postgres", "ours (lease)", run, true, every.clone(), ours_from(lease)));

@@ -6,130 +6,31 @@
 //! Needs the `etcd` binary (Debian: `etcd-server`). Without it a test is skipped with a printed
 //! line, or fails when `LOCK_TEST_REQUIRE_SERVERS=1`.
 
+mod support;
+
 use lock_core::Locker;
-use lock_etcd::{Etcd, EtcdConfig, LeaseMode};
-use lock_testkit::{ServerProcess, find_program, free_port, require_servers, wait_for_port};
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use lock_etcd::LeaseMode;
+use support::Node;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A single-node etcd owned by one test; killed and its data removed when dropped.
-struct Node {
-    process: ServerProcess,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.process.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Node {
-    async fn start(test: &str) -> Option<Node> {
-        let Some(etcd) = find_program(&["etcd", "/usr/bin/etcd"]) else {
-            let reason = "the etcd binary is not installed (Debian: etcd-server)";
-            assert!(
-                !require_servers(),
-                "{test}: server required (LOCK_TEST_REQUIRE_SERVERS=1) but missing: {reason}"
-            );
-            println!("skipped {test}: {reason}");
-            return None;
-        };
-        let run = ulid::Ulid::generate().to_string().to_lowercase();
-        let dir = std::env::temp_dir().join(format!("lock-etcd-{test}-{run}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (port, peer) = (free_port(), free_port());
-        let args = vec![
-            "--name=n0".to_owned(),
-            format!("--data-dir={}", dir.join("n0").display()),
-            format!("--listen-client-urls=http://127.0.0.1:{port}"),
-            format!("--advertise-client-urls=http://127.0.0.1:{port}"),
-            format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
-            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
-            format!("--initial-cluster=n0=http://127.0.0.1:{peer}"),
-        ];
-        let process = ServerProcess::start(&etcd, args, Some(dir.join("n0.log"))).unwrap();
-        let node = Node { process, port, dir };
-        assert!(
-            wait_for_port(port, Duration::from_secs(20)).await,
-            "etcd did not listen on {port}"
-        );
-        Some(node)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn backend(&self, lease: LeaseMode) -> Etcd {
-        let config = EtcdConfig::new([self.endpoint()]).with_lease(lease);
-        for _ in 0..100 {
-            if let Ok(etcd) = Etcd::connect(config.clone()).await {
-                return etcd;
-            }
-            tokio::time::sleep(ms(100)).await;
-        }
-        panic!("etcd at {} never answered", self.endpoint());
-    }
-
-    /// `etcd_server_proposals_committed_total`, from the client URL's `/metrics`.
-    async fn proposals(&self) -> u64 {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        let line = body
-            .lines()
-            .find(|l| l.starts_with("etcd_server_proposals_committed_total "))
-            .expect("no etcd_server_proposals_committed_total in /metrics");
-        let value: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let value = value as u64;
-        value
-    }
-
-    /// Every lease the server knows (LeaseLeases): all of them are this test's.
-    async fn leases(&self) -> BTreeSet<i64> {
-        let mut client = etcd_client::Client::connect([self.endpoint()], None)
-            .await
-            .unwrap();
-        client
-            .leases()
-            .await
-            .unwrap()
-            .leases()
-            .iter()
-            .map(etcd_client::LeaseStatus::id)
-            .collect()
-    }
-}
 
 /// Counts one `lock()` + `release()` of an uncontended mutex: the proposals committed and the
 /// leases granted meanwhile that still exist once the background refill settled (the pool's
 /// replacement of the lease the grant took: a grant on the path would have been revoked by the
 /// release, so it is not among them).
 async fn one_cycle(node: &Node, locker: &Locker) -> (u64, u64) {
-    let leases = node.leases().await;
+    let leases = node.lease_ids().await;
     let before = node.proposals().await;
     let guard = locker.mutex("m").lock().await.unwrap();
     guard.release().await.unwrap();
     // Let the background refill land, so it is counted in this window and not the next.
     tokio::time::sleep(ms(1000)).await;
     let proposals = node.proposals().await - before;
-    let refilled = node.leases().await.difference(&leases).count() as u64;
+    let refilled = node.lease_ids().await.difference(&leases).count() as u64;
     (proposals, refilled)
 }
 
@@ -238,11 +139,11 @@ async fn use_then_close_leaves_no_lease(test: &str, lease: LeaseMode) {
     let _kept = locker.mutex("e").lock().await.unwrap();
     tokio::time::sleep(ms(1000)).await;
     assert!(
-        !node.leases().await.is_empty(),
+        !node.lease_ids().await.is_empty(),
         "no pooled or session lease before close: the test checks nothing"
     );
     locker.close().await;
-    let left = node.leases().await;
+    let left = node.lease_ids().await;
     assert!(left.is_empty(), "leases left after close: {left:x?}");
 }
 
@@ -275,15 +176,15 @@ async fn dropping_the_backend_revokes_its_pooled_leases() {
             .unwrap();
     }
     tokio::time::sleep(ms(1000)).await;
-    assert!(!node.leases().await.is_empty(), "nothing pooled");
+    assert!(!node.lease_ids().await.is_empty(), "nothing pooled");
     drop(locker);
-    let mut left = node.leases().await;
+    let mut left = node.lease_ids().await;
     for _ in 0..50 {
         if left.is_empty() {
             break;
         }
         tokio::time::sleep(ms(100)).await;
-        left = node.leases().await;
+        left = node.lease_ids().await;
     }
     assert!(
         left.is_empty(),

@@ -37,6 +37,10 @@ async fn ten_thousand_released_names_leave_no_rows_after_the_clean_up() {
         config.table_prefix.clone_from(&prefix);
         config.max_connections = 8;
         let backend = Postgres::connect(config).await.expect("connect");
+        // The backend's own background clean-up first runs a minute after connect; a slower
+        // run than that may see some rows go early, and then only the end state is exact.
+        let connected = std::time::Instant::now();
+        let exact = || connected.elapsed() < Duration::from_secs(55);
         let locker = Locker::with_backend(backend.clone());
         // Rows left by earlier runs go first, so the counts below are this run's.
         while backend.clean_up().await.unwrap() > 0 {}
@@ -73,11 +77,13 @@ async fn ten_thousand_released_names_leave_no_rows_after_the_clean_up() {
             last_token = last_token.max(task.await.unwrap());
         }
         let full = rows(&mut admin, &prefix).await;
-        assert_eq!(
-            full.0,
-            before.0 + i64::try_from(NAMES).unwrap(),
-            "{mode:?}: one row per name before the clean-up"
-        );
+        if exact() {
+            assert_eq!(
+                full.0,
+                before.0 + i64::try_from(NAMES).unwrap(),
+                "{mode:?}: one row per name before the clean-up"
+            );
+        }
         let mut removed = 0;
         loop {
             let n = backend.clean_up().await.unwrap();
@@ -87,7 +93,11 @@ async fn ten_thousand_released_names_leave_no_rows_after_the_clean_up() {
             removed += n;
         }
         let after = rows(&mut admin, &prefix).await;
-        assert_eq!(removed, NAMES, "{mode:?}: rows removed");
+        if exact() {
+            assert_eq!(removed, NAMES, "{mode:?}: rows removed");
+        } else {
+            println!("{mode:?}: over a minute: the background clean-up may have run too");
+        }
         assert_eq!(after, before, "{mode:?}: row counts after the clean-up");
         // The held lock kept its row and its lease.
         assert_eq!(locker.inspect(&kept_name).await.unwrap().len(), 1);

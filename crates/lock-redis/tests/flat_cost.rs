@@ -5,10 +5,9 @@
 mod support;
 
 use lock_core::{AcquireRequest, Acquired, Backend, LeaseId, LockKey, LockKind, Metadata, Mode};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{Servers, backend, prefix};
+use support::{Servers, backend, commandstats, prefix, reset_stats};
 
 fn read_request(name: &str, ttl: Duration) -> AcquireRequest {
     let mut metadata = Metadata::new();
@@ -25,33 +24,6 @@ fn read_request(name: &str, ttl: Duration) -> AcquireRequest {
     )
 }
 
-/// `INFO commandstats` as command -> (calls, usec).
-async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, (u64, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    let mut out = HashMap::new();
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|l| l.split_once(':'))
-        else {
-            continue;
-        };
-        let field = |key: &str| -> u64 {
-            fields
-                .split(',')
-                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        out.insert(name.to_owned(), (field("calls"), field("usec")));
-    }
-    out
-}
-
 /// The server time per script call (µs) of `cycles` read-lock acquire + release cycles on
 /// `name`.
 async fn per_script(
@@ -60,11 +32,7 @@ async fn per_script(
     name: &str,
     cycles: usize,
 ) -> f64 {
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(conn)
-        .await
-        .unwrap();
+    reset_stats(conn).await;
     for _ in 0..cycles {
         let request = read_request(name, Duration::from_secs(60));
         let granted = redis.acquire(&request).await.unwrap();

@@ -219,7 +219,7 @@ fn unknown_provider(name: &str) -> String {
 #[cfg(feature = "etcd")]
 pub use lock_etcd::EtcdConfig;
 #[cfg(feature = "postgres")]
-pub use lock_postgres::{PostgresConfig, PostgresMode};
+pub use lock_postgres::{PostgresConfig, PostgresDurability, PostgresMode};
 #[cfg(feature = "redis")]
 pub use lock_redis::RedisConfig;
 

@@ -78,7 +78,7 @@ pub mod provider {
 
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-    pub use lock_postgres::{Postgres, PostgresConfig, PostgresMode};
+    pub use lock_postgres::{Postgres, PostgresConfig, PostgresDurability, PostgresMode};
 }
 
 /// The README's code blocks, compiled and run as doc tests so the README stays true.

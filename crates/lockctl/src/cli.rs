@@ -12,7 +12,7 @@ const ABOUT: &str =
 const LONG_ABOUT: &str = "\
 Run a command under a distributed lock, and inspect, list or force-release locks.
 
-lockctl is the command-line tool of the `lock` library. It is configured by the library's
+lockctl is the command-line tool of the distlock library. It is configured by the library's
 LOCK_* environment variables (LOCK_PROVIDER, LOCK_REDIS_URLS, LOCK_POSTGRES_URL,
 LOCK_ETCD_ENDPOINTS, LOCK_DEFAULT_TTL, LOCK_REQUEST_TIMEOUT, ...), optionally over a TOML file
 given with --config. LOCK_PROVIDER must be redis, postgres or etcd: the memory provider keeps

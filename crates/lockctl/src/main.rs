@@ -1,4 +1,4 @@
-//! `lockctl`: the `lock` library from a shell. Run a command under a distributed lock
+//! `lockctl`: the `distlock` library (imported as `lock`) from a shell. Run a command under a distributed lock
 //! (`lockctl run NAME -- COMMAND`), and inspect, list or force-release locks, on Redis,
 //! PostgreSQL or etcd, configured by the library's `LOCK_*` variables. See the README and
 //! `lockctl --help`.

@@ -35,7 +35,8 @@ if ARGV[12] == 'f' or ARGV[12] == 'm' then
     local token = (tonumber(redis.call('GET', KEYS[4]) or '0') or 0) + 1
     if now > token then token = now end
     local proposed = tonumber(ARGV[13]) or 0
-    if proposed > token then token = proposed end
+    -- common.lua's MAX_LEAD_US (this prelude runs before common.lua's definitions).
+    if proposed > token and proposed - token <= 60000000 then token = proposed end
     local text = string.format('%.0f', token)
     local keep = math.floor((token - now) / 1000) + tonumber(ARGV[10])
     if keep < 1 then keep = 1 end

@@ -132,12 +132,20 @@ local function retry_after(E, now)
   return after
 end
 
--- The next token: above the counter, the server clock and the token the client proposed
--- (Redlock: the same proposal on every instance makes them grant the same token).
+-- How far above its own next token an instance takes a client's proposal (us). A proposal
+-- further ahead (a client clock far ahead, or a token remembered from another lock) is
+-- ignored: the instances then grant their own tokens and the client raises them to one, so
+-- tokens stay correct, but no counter is pushed far ahead of the clock, where its key would
+-- live until the clock passed it. Also in acquire_fast.lua.
+local MAX_LEAD_US = 60000000
+
+-- The next token: above the counter and the server clock, and the token the client proposed
+-- when it is at most MAX_LEAD_US further (Redlock: the same proposal on every instance makes
+-- them grant the same token).
 local function next_token(counter, now, proposed)
   local token = (tonumber(redis.call('GET', counter) or '0') or 0) + 1
   if now > token then token = now end
-  if proposed > token then token = proposed end
+  if proposed > token and proposed - token <= MAX_LEAD_US then token = proposed end
   return token
 end
 

@@ -302,3 +302,43 @@ pub fn request(name: &str, owner: &str, lease: LeaseId, ttl: Duration) -> Acquir
         Arc::new(Metadata::new()),
     )
 }
+
+/// `INFO commandstats` as command -> (calls, usec), not counting the failed and rejected calls
+/// (`NOSCRIPT`, before the client loads a script).
+pub async fn commandstats(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, (u64, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut out = std::collections::HashMap::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let field = |key: &str| -> u64 {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let calls = field("calls").saturating_sub(field("failed_calls") + field("rejected_calls"));
+        out.insert(name.to_owned(), (calls, field("usec")));
+    }
+    out
+}
+
+/// `CONFIG RESETSTAT`: only on an instance the test owns.
+pub async fn reset_stats(conn: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
