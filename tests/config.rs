@@ -208,6 +208,20 @@ fn unknown_variables_are_reported_with_the_closest_name() {
     assert!(log.is_empty(), "{log}");
 }
 
+/// `lockctl run` gives its command LOCK_NAME, LOCK_FENCING_TOKEN and LOCK_OWNER: a program
+/// run under it (or a nested lockctl) must not report them as unknown settings.
+#[test]
+fn variables_lockctl_sets_for_its_command_are_not_reported() {
+    let (unknown, config, log) = load_logged(&[
+        ("LOCK_NAME", "reports/nightly"),
+        ("LOCK_FENCING_TOKEN", "42"),
+        ("LOCK_OWNER", "lockctl@host:7"),
+    ]);
+    assert_eq!(config.unwrap(), Config::default());
+    assert!(unknown.is_empty(), "{unknown:?}");
+    assert!(log.is_empty(), "{log}");
+}
+
 /// A provider standing for a configuration file at `path`.
 struct File {
     path: &'static str,

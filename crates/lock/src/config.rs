@@ -49,7 +49,8 @@
 //! Any other `LOCK_*` variable (a typo such as `LOCK_DEFAULT_TLL`) is ignored, and reported:
 //! loading logs a `tracing` warning for each, naming the closest known variable when one is
 //! close, and [`Config::unknown_env_vars`] lists them ([`UnknownVar`]). The test suite's
-//! `LOCK_TEST_*` variables are never reported. An unknown key in a configuration file (or any
+//! `LOCK_TEST_*` variables are never reported, nor are `LOCK_NAME`, `LOCK_FENCING_TOKEN` and
+//! `LOCK_OWNER`, which `lockctl run` gives the command it runs. An unknown key in a configuration file (or any
 //! other figment provider but the environment) is an error naming the key, the file and the
 //! closest known key.
 //!
@@ -76,7 +77,8 @@ pub use lock_core::MAX_RETRY_DELAY;
 
 /// A `LOCK_*` environment variable that is not in the table (a typo, or a variable of another
 /// version), with the known variable whose name is closest when one is close. Variables
-/// starting with `LOCK_TEST_` (the test suite's) are never reported.
+/// starting with `LOCK_TEST_` (the test suite's) are never reported, nor are `LOCK_NAME`,
+/// `LOCK_FENCING_TOKEN` and `LOCK_OWNER` (set by `lockctl run` for its command).
 ///
 /// Loading ignores such variables but logs each through a `tracing` warning;
 /// [`Config::unknown_env_vars`] lists them, for a program that wants to show them itself.
@@ -635,11 +637,17 @@ fn disabled_backend(key: &str) -> Option<Provider> {
     })
 }
 
+/// The variables `lockctl run` gives its command (`LOCK_NAME`, `LOCK_FENCING_TOKEN`,
+/// `LOCK_OWNER`), as keys: not settings, and not unknown either.
+const SET_BY_LOCKCTL: [&str; 3] = ["name", "fencing_token", "owner"];
+
 /// Whether an environment variable's key (its name without `LOCK_`, in any case) is neither
-/// known, nor one of a disabled backend's, nor one of the test suite's `LOCK_TEST_*`.
+/// known, nor one of a disabled backend's, nor one of the test suite's `LOCK_TEST_*`, nor one
+/// that `lockctl run` sets for its command.
 fn is_unknown_env_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     !key.starts_with("test_")
+        && !SET_BY_LOCKCTL.contains(&key.as_str())
         && disabled_backend(&key).is_none()
         && !known().iter().any(|setting| setting.key == key)
 }
