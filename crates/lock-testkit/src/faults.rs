@@ -21,8 +21,8 @@
 //! ```
 
 use lock_core::{
-    AcquireRequest, Acquired, Backend, DynBackend, Error, LeaseId, LockInfo, LockKey, Result,
-    Subscription,
+    AcquireRequest, Acquired, Backend, DynBackend, Error, LeaseId, ListRequest, LockInfo, LockKey,
+    LockPage, Result, Subscription,
 };
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,9 +43,11 @@ pub enum Op {
     Inspect,
     /// [`Backend::force_release`].
     ForceRelease,
+    /// [`Backend::list`].
+    List,
 }
 
-const OPS: usize = 6;
+const OPS: usize = 7;
 
 impl Op {
     fn index(self) -> usize {
@@ -229,6 +231,10 @@ impl Backend for Faults {
     async fn force_release(&self, name: &str) -> Result<usize> {
         self.run(Op::ForceRelease, self.inner.force_release_dyn(name))
             .await
+    }
+
+    async fn list(&self, request: &ListRequest) -> Result<LockPage> {
+        self.run(Op::List, self.inner.list_dyn(request)).await
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {
