@@ -6,8 +6,8 @@ use crate::node::{Node, NodeError};
 use crate::round::Round;
 use futures_util::future::join_all;
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
-    Mode, Notifier, Result, Subscription, Tracker,
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, ListRequest, LockInfo,
+    LockKey, LockKind, LockPage, Mode, Notifier, Result, Subscription, Tracker,
 };
 use redis::Script;
 use std::collections::HashMap;
@@ -196,6 +196,44 @@ impl Redis {
         &self.inner.nodes
     }
 
+    /// How many instances this backend has.
+    pub(crate) fn node_count(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// Instance `i`.
+    pub(crate) fn node(&self, i: usize) -> &Node {
+        &self.inner.nodes[i]
+    }
+
+    /// The key layout.
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// How many instances a listing scans to the end: `N - quorum + 1`, so that every quorum
+    /// includes one of them (1 for a single instance).
+    pub(crate) fn list_needed(&self) -> usize {
+        let n = self.inner.nodes.len();
+        n - self.inner.quorum.min(n) + 1
+    }
+
+    /// The error of a listing that cannot go on: instance `e` failed and too few are left to
+    /// scan.
+    pub(crate) fn list_unavailable(&self, e: NodeError) -> Error {
+        if !self.is_redlock() {
+            return Error::unavailable("redis", e);
+        }
+        Error::unavailable(
+            "redis",
+            ListError {
+                n: self.inner.nodes.len(),
+                needed: self.list_needed(),
+                first: e,
+            },
+        )
+    }
+
     fn seen_slot(&self, key: &LockKey) -> &AtomicU64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -276,6 +314,31 @@ impl fmt::Display for QuorumError {
 impl std::error::Error for QuorumError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.first.as_ref().map(|e| e as _)
+    }
+}
+
+/// A Redlock listing that ran out of instances to scan.
+#[derive(Debug)]
+struct ListError {
+    n: usize,
+    needed: usize,
+    first: NodeError,
+}
+
+impl fmt::Display for ListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a listing scans {} of the {} redis nodes to the end, and too few are left that \
+             answer (the latest failure is the source)",
+            self.needed, self.n
+        )
+    }
+}
+
+impl std::error::Error for ListError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.first)
     }
 }
 
@@ -946,6 +1009,19 @@ impl Backend for Redis {
             return Err(unavailable(failed, n, quorum));
         }
         Ok(removed)
+    }
+
+    /// `SCAN`s the keys of the names under the prefix, at most 4 calls of `COUNT` ten times
+    /// the limit (100 to 1000) per page, and reports each name found as [`inspect`](Backend::inspect)
+    /// does (with Redlock: the leases a quorum holds). Pages come in the server's hash order,
+    /// not by name. With Redlock the instances are scanned one after the other, `N - quorum +
+    /// 1` of them (a failed one is passed over while enough are left), so a name held by a
+    /// quorum is reported once per scanned instance that holds it: a name may repeat across
+    /// pages. `SCAN` may miss a key created or deleted while it runs, so a name whose holder
+    /// changed during the listing may be missed; a name held by one lease for the whole
+    /// listing never is.
+    async fn list(&self, request: &ListRequest) -> Result<LockPage> {
+        self.list_page(request).await
     }
 
     async fn subscribe(&self, request: &AcquireRequest) -> Result<Subscription> {

@@ -37,9 +37,7 @@ impl Layout {
         let mut out = String::with_capacity(self.prefix.len() + name.len() * 2 + 16);
         out.push_str(&self.prefix);
         out.push('{');
-        for byte in name.as_bytes() {
-            let _ = write!(out, "{byte:02x}");
-        }
+        out.push_str(&hex(name));
         out.push_str("}:");
         out.push_str(kind.as_str());
         out
@@ -100,9 +98,8 @@ impl Layout {
         self.base(name, kind) + ":changed"
     }
 
-    /// The pattern matching every change channel under the prefix (glob characters of the
-    /// prefix escaped).
-    pub(crate) fn pattern(&self) -> String {
+    /// The prefix with the glob characters of Redis patterns escaped.
+    fn escaped_prefix(&self) -> String {
         let mut out = String::with_capacity(self.prefix.len() + 4);
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -110,8 +107,34 @@ impl Layout {
             }
             out.push(c);
         }
-        out.push_str("{*}:*:changed");
         out
+    }
+
+    /// The pattern matching every change channel under the prefix (glob characters of the
+    /// prefix escaped).
+    pub(crate) fn pattern(&self) -> String {
+        self.escaped_prefix() + "{*}:*:changed"
+    }
+
+    /// The `SCAN MATCH` pattern of every key of the names whose hex starts with `hex_prefix`
+    /// (the hex of a name prefix: hex digits only, nothing to escape).
+    pub(crate) fn list_pattern(&self, hex_prefix: &str) -> String {
+        let mut out = self.escaped_prefix();
+        out.push('{');
+        out.push_str(hex_prefix);
+        out.push('*');
+        out
+    }
+
+    /// The hex name of a key that exists while its lock has leases: a lease set (hash) or a
+    /// mutex fast path's lease. `None` for every other key (expiry indexes, claims, token
+    /// counters) and for keys of another layout.
+    pub(crate) fn listed_hex<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix('{')?;
+        let (hex, rest) = rest.split_once('}')?;
+        let kind = rest.strip_prefix(':')?;
+        let listed = kind == "mutex:lease" || KINDS.iter().any(|k| k.as_str() == kind);
+        (listed && !hex.is_empty() && hex.len().is_multiple_of(2)).then_some(hex)
     }
 
     /// The lock a change channel belongs to; `None` for a channel of another layout.
@@ -120,16 +143,30 @@ impl Layout {
         let rest = rest.strip_suffix(":changed")?;
         let (hex, kind) = rest.split_once("}:")?;
         let kind = KINDS.into_iter().find(|k| k.as_str() == kind)?;
-        if hex.len() % 2 != 0 {
-            return None;
-        }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-            .collect::<Option<Vec<u8>>>()?;
-        let name = String::from_utf8(bytes).ok()?;
-        LockKey::new(&name, kind).ok()
+        LockKey::new(&unhex(hex)?, kind).ok()
     }
+}
+
+/// Lowercase hex of the name's UTF-8 bytes, as in the keys.
+pub(crate) fn hex(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() * 2);
+    for byte in name.as_bytes() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// The name whose [`hex`] is `hex`; `None` when it is not (odd length, a non-hex digit,
+/// bytes that are not UTF-8).
+pub(crate) fn unhex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Encodes metadata as length-prefixed pairs: `<len>:<key><len>:<value>...`.
@@ -187,6 +224,30 @@ mod tests {
     #[test]
     fn pattern_escapes_glob_characters() {
         assert_eq!(Layout::new("a*[b]:").pattern(), "a\\*\\[b\\]:{*}:*:changed");
+        assert_eq!(Layout::new("a*[b]:").list_pattern("6a"), "a\\*\\[b\\]:{6a*");
+    }
+
+    #[test]
+    fn listed_keys_are_lease_sets_and_fast_leases() {
+        let layout = Layout::new("lock:");
+        let name = "jobs/{x}";
+        let hex = hex(name);
+        for kind in KINDS {
+            let key = LockKey::new(name, kind).unwrap();
+            assert_eq!(layout.listed_hex(&layout.set(&key)), Some(hex.as_str()));
+            assert_eq!(layout.listed_hex(&layout.expiries(&key)), None);
+            assert_eq!(layout.listed_hex(&layout.claims(&key)), None);
+            assert_eq!(layout.listed_hex(&layout.counter(&key)), None);
+            assert_eq!(layout.listed_hex(&layout.channel(&key)), None);
+        }
+        let mutex = LockKey::new(name, LockKind::Mutex).unwrap();
+        assert_eq!(layout.listed_hex(&layout.fast(&mutex)), Some(hex.as_str()));
+        assert_eq!(unhex(&hex).as_deref(), Some(name));
+        assert_eq!(layout.listed_hex("other:{61}:mutex"), None);
+        assert_eq!(layout.listed_hex("lock:{}:mutex"), None);
+        assert_eq!(layout.listed_hex("lock:{616}:mutex"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("ff"), None);
     }
 
     #[test]

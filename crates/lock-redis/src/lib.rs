@@ -4,6 +4,7 @@
 mod backend;
 mod config;
 mod keys;
+mod list;
 mod node;
 mod round;
 

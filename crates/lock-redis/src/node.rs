@@ -196,6 +196,44 @@ impl Node {
         }
     }
 
+    /// One `SCAN cursor MATCH pattern COUNT count`, bounded by the timeout (both tries
+    /// together; a read, so it is sent again on a dropped connection like the scripts): the
+    /// next cursor and the keys, those that are not UTF-8 left out (no key of this library is).
+    pub(crate) async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), NodeError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        let attempt = async {
+            let mut conn = self.conn.clone();
+            match cmd.query_async::<redis::Value>(&mut conn).await {
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    cmd.query_async::<redis::Value>(&mut conn).await
+                }
+                result => result,
+            }
+        };
+        let reply = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => return Err(self.error(e)),
+            Err(_) => return Err(self.timed_out()),
+        };
+        parse_scan(&reply).ok_or_else(|| {
+            self.error(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected SCAN reply",
+                format!("{reply:?}"),
+            )))
+        })
+    }
+
     /// A PING, bounded by the timeout.
     pub(crate) async fn ping(&self) -> Result<(), NodeError> {
         let mut conn = self.conn.clone();
@@ -325,6 +363,34 @@ impl Node {
         });
         (task, ready)
     }
+}
+
+/// A `SCAN` reply: `[cursor, [key, ...]]`.
+fn parse_scan(reply: &redis::Value) -> Option<(u64, Vec<String>)> {
+    let redis::Value::Array(items) = reply else {
+        return None;
+    };
+    let [cursor, keys] = items.as_slice() else {
+        return None;
+    };
+    let cursor = match cursor {
+        redis::Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok()?,
+        redis::Value::SimpleString(s) => s.parse().ok()?,
+        redis::Value::Int(i) => u64::try_from(*i).ok()?,
+        _ => return None,
+    };
+    let redis::Value::Array(keys) = keys else {
+        return None;
+    };
+    let keys = keys
+        .iter()
+        .filter_map(|key| match key {
+            redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+            redis::Value::SimpleString(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    Some((cursor, keys))
 }
 
 /// True when `e` says the server does not speak RESP3 (no `HELLO`: Redis 5).
