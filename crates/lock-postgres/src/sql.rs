@@ -8,8 +8,8 @@
 //! deleted by the clean-up (or lost with a commit) never makes a token go back.
 
 use lock_core::{
-    AcquireRequest, Acquired, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind, Mode,
-    Result,
+    AcquireRequest, Acquired, Error, FencingToken, LeaseId, ListCursor, ListRequest, LockInfo,
+    LockKey, LockKind, LockPage, MAX_NAME_LEN, Mode, Result,
 };
 use sqlx::{AssertSqlSafe, PgConnection, Postgres as Pg, Row};
 use std::borrow::Cow;
@@ -70,6 +70,13 @@ pub(crate) struct Sql {
     /// Advisory mode: extend on the lease's own session, which proves it is alive.
     extend_own: Arc<str>,
     inspect: Arc<str>,
+    /// `list`: the names after a position, in byte order, each with whether it has a valid
+    /// lease; and the valid leases of some names.
+    list_names: Arc<str>,
+    list_holders: Arc<str>,
+    /// `list`'s index, which the migration of an earlier version did not create.
+    name_index: String,
+    create_name_index: Arc<str>,
     lock_rows_of_name: Arc<str>,
     force_leases: Arc<str>,
     force_claims: Arc<str>,
@@ -280,6 +287,9 @@ impl Sql {
             .replace("{locks}", &locks)
             .replace("{leases}", &leases)
             .replace("{claims}", &claims);
+        let create_name_index = format!(
+            "CREATE INDEX IF NOT EXISTS {prefix}leases_name_c ON {leases} (name COLLATE \"C\")"
+        );
         Sql {
             persistent: advisory.is_some(),
             relaxed,
@@ -311,6 +321,7 @@ impl Sql {
                     pid integer, akey integer,
                     PRIMARY KEY (name, kind, lease_id));
                  CREATE INDEX IF NOT EXISTS {prefix}leases_akey ON {leases} (akey);
+                 {create_name_index};
                  CREATE TABLE IF NOT EXISTS {claims} (
                     name text NOT NULL, kind text NOT NULL, lease_id text NOT NULL,
                     weight bigint NOT NULL, ord bigint NOT NULL, expires_at bigint NOT NULL,
@@ -354,6 +365,32 @@ impl Sql {
                  l.meta_keys, l.meta_values FROM {leases} l \
                  WHERE l.name = $1 AND l.expires_at > {NOW} ORDER BY l.token"
             )),
+            // One index probe per name (a loose index scan of the byte-ordered index), up to
+            // the limit, and one per name for a valid lease (a scalar subquery, never turned
+            // into a hashed scan of the whole table as an EXISTS may be): the work is bounded
+            // by the limit, not by the leases under the prefix.
+            list_names: s(format!(
+                "WITH RECURSIVE seen(name) AS ( \
+                 (SELECT l.name FROM {leases} l \
+                 WHERE l.name COLLATE \"C\" >= $1 AND l.name COLLATE \"C\" < $2 \
+                 ORDER BY l.name COLLATE \"C\" LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT l.name FROM {leases} l \
+                 WHERE l.name COLLATE \"C\" > s.name AND l.name COLLATE \"C\" < $2 \
+                 ORDER BY l.name COLLATE \"C\" LIMIT 1) \
+                 FROM seen s WHERE s.name IS NOT NULL) \
+                 SELECT s.name, coalesce((SELECT TRUE FROM {leases} v \
+                 WHERE v.name = s.name AND v.expires_at > {NOW} LIMIT 1), FALSE) \
+                 FROM seen s WHERE s.name IS NOT NULL LIMIT $3"
+            )),
+            list_holders: s(format!(
+                "SELECT l.name, l.kind, l.owner, l.token, l.exclusive, l.permits, \
+                 l.expires_at - {NOW}, l.meta_keys, l.meta_values FROM {leases} l \
+                 WHERE l.name = ANY($1) AND l.expires_at > {NOW} \
+                 ORDER BY l.name COLLATE \"C\", l.token"
+            )),
+            name_index: format!("{prefix}leases_name_c"),
+            create_name_index: s(create_name_index),
             lock_rows_of_name: s(format!(
                 "SELECT kind FROM {locks} WHERE name = $1 ORDER BY kind FOR UPDATE"
             )),
@@ -409,11 +446,12 @@ impl Sql {
         // statement outside a transaction may have its parse and its execution sent to two
         // different server connections.
         let mut tx = begin(conn).await?;
-        let (present,): (bool,) = sqlx::query_as(
+        let (present, indexed): (bool, bool) = sqlx::query_as(
             "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL \
              AND to_regclass($3) IS NOT NULL AND to_regclass($4) IS NOT NULL \
              AND to_regproc($5) IS NOT NULL AND to_regproc($6) IS NOT NULL \
-             AND to_regproc($7) IS NOT NULL AND to_regproc($8) IS NOT NULL",
+             AND to_regproc($7) IS NOT NULL AND to_regproc($8) IS NOT NULL, \
+             to_regclass($9) IS NOT NULL",
         )
         .persistent(self.persistent)
         .bind(&self.tables[0])
@@ -424,10 +462,18 @@ impl Sql {
         .bind(&self.functions[1])
         .bind(&self.functions[2])
         .bind(&self.functions[3])
+        .bind(&self.name_index)
         .fetch_one(&mut *tx)
         .await?;
         if present {
-            return tx.commit().await;
+            tx.commit().await?;
+            if !indexed {
+                // Tables of an earlier version: `list`'s index is added on its own. A role that
+                // may not create it still connects; `list` then reads the leases table without
+                // it (each page still reads a bounded number of names, each found by a scan).
+                let _ = self.add_name_index(conn).await;
+            }
+            return Ok(());
         }
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(self.persistent)
@@ -435,6 +481,27 @@ impl Sql {
             .execute(&mut *tx)
             .await?;
         sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.migrate)))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
+    /// The text of `list`'s name scan ($1 the least stored name, $2 the bound above, $3 the
+    /// most names).
+    pub(crate) fn list_names_text(&self) -> String {
+        self.list_names.to_string()
+    }
+
+    /// Creates `list`'s index on the leases table of an earlier version, under the migration's
+    /// lock.
+    async fn add_name_index(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
+        let mut tx = begin(conn).await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .persistent(self.persistent)
+            .bind(format!("lock-postgres migration {}", self.channel))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.create_name_index)))
             .execute(&mut *tx)
             .await?;
         tx.commit().await
@@ -745,19 +812,9 @@ impl Sql {
         conn: &mut PgConnection,
         name: &str,
     ) -> Result<Vec<LockInfo>> {
-        type Row = (
-            String,
-            String,
-            i64,
-            bool,
-            i64,
-            i64,
-            Vec<String>,
-            Vec<String>,
-        );
         // In a transaction, like every statement here: see `migrate`.
         let mut tx = begin(conn).await.map_err(unavailable)?;
-        let rows: Vec<Row> = self
+        let rows: Vec<HolderRow> = self
             .qa(&self.inspect)
             .bind(stored(name))
             .fetch_all(&mut *tx)
@@ -766,34 +823,97 @@ impl Sql {
         tx.commit().await.map_err(unavailable)?;
         let wall = SystemTime::now();
         let mut holders = Vec::with_capacity(rows.len());
-        for (kind, owner, token, exclusive, permits, remaining, keys, values) in rows {
-            let Some(kind) = parse_kind(&kind) else {
-                continue;
-            };
-            let key = LockKey::new(name, kind)?;
-            let unstored_or = |text: String| unstored(&text).unwrap_or(text);
-            let owner = unstored_or(owner);
-            let metadata = keys
-                .into_iter()
-                .zip(values)
-                .map(|(k, v)| (unstored_or(k), unstored_or(v)))
-                .collect();
-            let remaining = Duration::from_micros(u64::try_from(remaining).unwrap_or(0));
-            holders.push(LockInfo::new(
-                &key,
-                owner,
-                FencingToken(u64::try_from(token).unwrap_or(0)),
-                if exclusive {
-                    Mode::Exclusive
-                } else {
-                    Mode::Shared
-                },
-                u32::try_from(permits).unwrap_or(u32::MAX),
-                wall + remaining,
-                metadata,
-            ));
+        for row in rows {
+            if let Some(info) = holder(name, row, wall)? {
+                holders.push(info);
+            }
         }
         Ok(holders)
+    }
+
+    /// One page of `list`: the names under the prefix after the cursor's, in byte order, at
+    /// most [`list_budget`] of them read (by the byte-ordered index, see `list_names`); of
+    /// those, the first `limit` with a valid lease, with their valid leases.
+    ///
+    /// The cursor is the stored form of the last name the page read (names are compared in
+    /// their stored form, which is the form the index orders).
+    pub(crate) async fn list(
+        &self,
+        conn: &mut PgConnection,
+        request: &ListRequest,
+    ) -> Result<LockPage> {
+        let prefix = stored(&request.prefix).into_owned();
+        let upper = upper_bound(&prefix);
+        let lower = match &request.after {
+            Some(cursor) => {
+                let after = list_position(cursor.as_str())?;
+                if after >= prefix.as_str() {
+                    // `> after` as `>= after + "\x01"`: no stored name holds a NUL.
+                    format!("{after}\u{1}")
+                } else {
+                    prefix.clone()
+                }
+            }
+            None => prefix.clone(),
+        };
+        if lower >= upper {
+            return Ok(LockPage::new(Vec::new(), None));
+        }
+        let budget = list_budget(request.limit);
+        let mut tx = begin(conn).await.map_err(unavailable)?;
+        let window: Vec<(String, bool)> = self
+            .qa(&self.list_names)
+            .bind(&lower)
+            .bind(&upper)
+            .bind(i64::try_from(budget).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let picked: Vec<String> = window
+            .iter()
+            .filter(|(_, valid)| *valid)
+            .map(|(name, _)| name.clone())
+            .take(request.limit)
+            .collect();
+        let next = if picked.len() == request.limit {
+            picked.last().cloned()
+        } else if window.len() >= budget {
+            window.last().map(|(name, _)| name.clone())
+        } else {
+            None
+        };
+        let rows: Vec<(String, HolderRow)> = if picked.is_empty() {
+            Vec::new()
+        } else {
+            self.qa::<ListRow>(&self.list_holders)
+                .bind(&picked)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(
+                    |(name, kind, owner, token, exclusive, permits, left, keys, values)| {
+                        (
+                            name,
+                            (kind, owner, token, exclusive, permits, left, keys, values),
+                        )
+                    },
+                )
+                .collect()
+        };
+        tx.commit().await.map_err(unavailable)?;
+        let wall = SystemTime::now();
+        let mut locks = Vec::with_capacity(rows.len());
+        for (name, row) in rows {
+            // A row this library did not write (a name it cannot have stored) is passed over.
+            let Some(name) = unstored(&name) else {
+                continue;
+            };
+            if let Ok(Some(info)) = holder(&name, row, wall) {
+                locks.push(info);
+            }
+        }
+        Ok(LockPage::new(locks, next.map(ListCursor::new)))
     }
 
     /// Deletes every lease and claim named `name`; the valid leases deleted and the sessions
@@ -846,6 +966,97 @@ impl Sql {
         tx.commit().await?;
         Ok((rows.iter().filter(|r| r.0).count(), pids))
     }
+}
+
+/// A lease row as `inspect` reads it: kind, owner, token, exclusive, permits, µs left,
+/// metadata keys and values.
+type HolderRow = (
+    String,
+    String,
+    i64,
+    bool,
+    i64,
+    i64,
+    Vec<String>,
+    Vec<String>,
+);
+
+/// A lease row as `list` reads it: the name, then a [`HolderRow`].
+type ListRow = (
+    String,
+    String,
+    String,
+    i64,
+    bool,
+    i64,
+    i64,
+    Vec<String>,
+    Vec<String>,
+);
+
+/// The holder a lease row of `name` stands for, as of `wall`; `None` for a row of an unknown
+/// kind.
+fn holder(name: &str, row: HolderRow, wall: SystemTime) -> Result<Option<LockInfo>> {
+    let (kind, owner, token, exclusive, permits, remaining, keys, values) = row;
+    let Some(kind) = parse_kind(&kind) else {
+        return Ok(None);
+    };
+    let key = LockKey::new(name, kind)?;
+    let unstored_or = |text: String| unstored(&text).unwrap_or(text);
+    let owner = unstored_or(owner);
+    let metadata = keys
+        .into_iter()
+        .zip(values)
+        .map(|(k, v)| (unstored_or(k), unstored_or(v)))
+        .collect();
+    let remaining = Duration::from_micros(u64::try_from(remaining).unwrap_or(0));
+    Ok(Some(LockInfo::new(
+        &key,
+        owner,
+        FencingToken(u64::try_from(token).unwrap_or(0)),
+        if exclusive {
+            Mode::Exclusive
+        } else {
+            Mode::Shared
+        },
+        u32::try_from(permits).unwrap_or(u32::MAX),
+        wall + remaining,
+        metadata,
+    )))
+}
+
+/// How many names one page of `limit` reads at most: four per name asked for, 100 to 4000.
+/// Names with valid leases fill the page; the others (a holder that crashed and nobody
+/// acquired the name since) are read and passed over.
+pub(crate) fn list_budget(limit: usize) -> usize {
+    limit.saturating_mul(4).clamp(100, 4000)
+}
+
+/// The position a `list` cursor holds: a stored name (see [`Sql::list`]).
+fn list_position(cursor: &str) -> Result<&str> {
+    // Stored names hold no NUL and are at most twice the longest name.
+    if cursor.contains('\0') || cursor.len() > 2 * MAX_NAME_LEN {
+        return Err(Error::invalid_argument(format!(
+            "list cursor {:?} was not made by the postgres backend",
+            cursor.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(cursor)
+}
+
+/// The least text above every text that starts with `prefix`, in byte order: the prefix with
+/// its last character that has a successor replaced by it (and what follows dropped). For an
+/// empty prefix (or one of U+10FFFF alone) a text above every stored name.
+pub(crate) fn upper_bound(prefix: &str) -> String {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = (u32::from(last) + 1..=0x10_FFFF).find_map(char::from_u32) {
+            chars.push(next);
+            return chars.into_iter().collect();
+        }
+    }
+    // Stored names are at most 2 * MAX_NAME_LEN bytes: 4-byte characters, one more.
+    "\u{10FFFF}".repeat(2 * MAX_NAME_LEN / 4 + 1)
 }
 
 /// Ends the sessions `pids` (advisory mode: sessions of expired or force-released leases that
@@ -923,6 +1134,40 @@ mod tests {
         assert_eq!(text_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
         assert_eq!(array_literal(&[]), "'{}'::text[]");
         assert_eq!(array_literal(&["x".to_owned()]), "ARRAY[E'x']::text[]");
+    }
+
+    #[test]
+    fn upper_bounds_end_the_prefix_range() {
+        assert_eq!(upper_bound("jobs/"), "jobs0");
+        assert_eq!(upper_bound("a\u{D7FF}"), "a\u{E000}");
+        assert_eq!(upper_bound("a\u{10FFFF}"), "b");
+        let top = upper_bound("");
+        assert_eq!(upper_bound("\u{10FFFF}"), top);
+        let longest = stored(&"\u{10FFFF}".repeat(MAX_NAME_LEN / 4)).into_owned();
+        assert!(longest.as_str() < top.as_str());
+        let slashes = stored(&"\\".repeat(MAX_NAME_LEN)).into_owned();
+        assert!(slashes.as_str() < top.as_str());
+        // Every name under a prefix sorts (stored) between the prefix and its bound.
+        for (prefix, name) in [("a\\", "a\\b"), ("ab", "ab\u{10FFFF}"), ("", "\0x")] {
+            let (p, n) = (stored(prefix), stored(name));
+            assert!(p.as_ref() <= n.as_ref() && n.as_ref() < upper_bound(&p).as_str());
+        }
+        // A name that does not start with the prefix is outside, even a NUL next to a '\'.
+        let (p, n) = (stored("a\\"), stored("a\0"));
+        assert!(!n.starts_with(p.as_ref()));
+    }
+
+    #[test]
+    fn list_positions_refuse_what_no_stored_name_is() {
+        assert!(list_position("jobs/a").is_ok());
+        assert!(list_position("").is_ok());
+        assert!(matches!(
+            list_position("a\0b"),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(list_position(&"x".repeat(2 * MAX_NAME_LEN + 1)).is_err());
+        assert_eq!(list_budget(1), 100);
+        assert_eq!(list_budget(1000), 4000);
     }
 
     #[test]
