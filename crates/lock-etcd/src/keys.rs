@@ -18,6 +18,41 @@ pub(crate) fn hex(name: &str) -> String {
     out
 }
 
+/// The name whose [`hex`] is `hex`; `None` when it is not one (odd length, a character that
+/// is not a lowercase hex digit, bytes that are not UTF-8).
+pub(crate) fn unhex(hex: &[u8]) -> Option<String> {
+    if !hex.len().is_multiple_of(2) || !hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let digit = |b: u8| if b <= b'9' { b - b'0' } else { b - b'a' + 10 };
+    let bytes = hex
+        .chunks_exact(2)
+        .map(|pair| (digit(pair[0]) << 4) | digit(pair[1]))
+        .collect();
+    String::from_utf8(bytes).ok()
+}
+
+/// The segment of a key under `prefix` that names its lock: what follows the prefix, up to
+/// the first `/` (the hex of the name, for a key of this layout).
+pub(crate) fn segment<'k>(prefix: &[u8], key: &'k [u8]) -> Option<&'k [u8]> {
+    let rest = key.strip_prefix(prefix)?;
+    Some(rest.split(|b| *b == b'/').next().unwrap_or(rest))
+}
+
+/// The end of the range of the keys that start with `key`, as etcd takes it: `key` with its
+/// last byte below 0xff raised by one and what follows dropped; `[0]` (every key from the
+/// start on) when there is none.
+pub(crate) fn prefix_end(key: &[u8]) -> Vec<u8> {
+    match key.iter().rposition(|b| *b < 0xff) {
+        Some(i) => {
+            let mut end = key[..=i].to_vec();
+            end[i] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
 /// `{prefix}{hex(name)}/`: every kind of lock with this name.
 pub(crate) fn name_prefix(prefix: &str, name: &str) -> String {
     format!("{prefix}{}/", hex(name))
@@ -143,6 +178,25 @@ mod tests {
         assert!(!pa.starts_with(&name_prefix("/locks/", "a/b")));
         assert_eq!(kind_of("rwmutex/01ARZ"), Some(LockKind::RwMutex));
         assert_eq!(kind_of("other/x"), None);
+    }
+
+    #[test]
+    fn segments_name_their_lock() {
+        let key = LockKey::new("a/b", LockKind::Mutex).unwrap();
+        let full = format!("{}01ARZ", lock_prefix("/locks/", &key));
+        assert_eq!(segment(b"/locks/", full.as_bytes()), Some(&b"612f62"[..]));
+        assert_eq!(unhex(b"612f62").as_deref(), Some("a/b"));
+        assert_eq!(segment(b"/locks/", b"/locks/abc"), Some(&b"abc"[..]));
+        assert_eq!(segment(b"/locks/", b"/other/61/mutex/x"), None);
+        assert_eq!(unhex(b"6"), None);
+        assert_eq!(unhex(b"6G"), None);
+        assert_eq!(unhex(b"6A"), None);
+        assert_eq!(unhex(b"ff"), None);
+        assert_eq!(unhex(b"").as_deref(), Some(""));
+        assert_eq!(prefix_end(b"/locks/61"), b"/locks/62");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! [`Etcd`]: the backend's operations, each a few bounded round trips.
 
 use crate::config::{EtcdConfig, split_credentials};
-use crate::keys::{Entry, Stored, kind_of, lease_secs, lock_prefix, name_prefix};
+use crate::keys::{
+    Entry, Stored, hex, kind_of, lease_secs, lock_prefix, name_prefix, prefix_end, segment, unhex,
+};
 use crate::leases::{self, Held, Leases, Taken};
 use crate::subscribe;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, TxnResponse,
 };
+use futures_util::{StreamExt, TryStreamExt};
 use lock_core::{
-    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, LockInfo, LockKey, LockKind,
-    Mode, Result, Subscription,
+    AcquireRequest, Acquired, Backend, Error, FencingToken, LeaseId, ListCursor, ListRequest,
+    LockInfo, LockKey, LockKind, LockPage, Mode, Result, Subscription,
 };
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -177,6 +180,59 @@ where
         .await
         .map(|(value, _)| value)
         .map_err(|f| f.into_error(what, timeout))
+}
+
+/// How many keys one page of `list` reads at most: four per name asked for, 100 to 4000.
+fn list_budget(limit: usize) -> usize {
+    limit.saturating_mul(4).clamp(100, 4000)
+}
+
+/// How many names of a page `list` inspects at once.
+const INSPECTS_IN_FLIGHT: usize = 16;
+
+/// A `list` cursor for the name segment `segment` (see [`segment`]): the segment itself, which
+/// for a key of this layout is the hex of the name; a segment of another key (not hex) as `~`
+/// and the hex of its bytes, so that every segment round-trips.
+fn segment_cursor(segment: &[u8]) -> ListCursor {
+    if segment.iter().all(u8::is_ascii_hexdigit) {
+        ListCursor::new(String::from_utf8_lossy(segment).into_owned())
+    } else {
+        ListCursor::new(format!("~{}", hex_bytes(segment)))
+    }
+}
+
+/// Lowercase hex of bytes.
+fn hex_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// The segment a `list` cursor stands for (see [`segment_cursor`]). Any other text is read
+/// as a position among the segments, except a `~` not followed by hex.
+fn cursor_segment(cursor: &str) -> Result<Vec<u8>> {
+    let Some(escaped) = cursor.strip_prefix('~') else {
+        return Ok(cursor.as_bytes().to_vec());
+    };
+    let bad = || {
+        Error::invalid_argument(format!(
+            "list cursor {:?} was not made by the etcd backend",
+            cursor.chars().take(64).collect::<String>()
+        ))
+    };
+    if escaped.is_empty()
+        || !escaped.len().is_multiple_of(2)
+        || !escaped.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(bad());
+    }
+    (0..escaped.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&escaped[i..i + 2], 16).map_err(|_| bad()))
+        .collect()
 }
 
 /// etcd's largest lease TTL (`MaxLeaseTTL`), in seconds: a longer one is refused.
@@ -776,6 +832,71 @@ impl Etcd {
         Ok(response.ttl())
     }
 
+    /// One page of `list`: one range read of at most [`list_budget`] keys (keys only) from
+    /// the cursor on, grouped by name; the first `limit` names read to their last key are
+    /// inspected. The cursor is the last name's segment.
+    async fn list_page(&self, request: &ListRequest) -> Result<LockPage> {
+        let prefix = self.prefix.as_bytes();
+        let base = format!("{}{}", self.prefix, hex(&request.prefix)).into_bytes();
+        let end = prefix_end(&base);
+        let mut start = base;
+        if let Some(cursor) = &request.after {
+            // Past every key of that segment: they go on with '/', and '0' follows '/'.
+            let mut after = prefix.to_vec();
+            after.extend_from_slice(&cursor_segment(cursor.as_str())?);
+            after.push(b'0');
+            start = start.max(after);
+        }
+        if start.is_empty() {
+            start.push(0);
+        }
+        if end != [0] && start >= end {
+            return Ok(LockPage::new(Vec::new(), None));
+        }
+        let budget = list_budget(request.limit);
+        let options = GetOptions::new()
+            .with_range(end)
+            .with_keys_only()
+            .with_limit(i64::try_from(budget).unwrap_or(i64::MAX));
+        let response = rpc(self.timeout, Repeat::Once, "list", || {
+            let mut kv = self.client.kv_client();
+            let (start, options) = (start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
+        .await?;
+        let mut segments: Vec<&[u8]> = Vec::new();
+        for kv in response.kvs() {
+            if let Some(segment) = segment(prefix, kv.key())
+                && segments.last() != Some(&segment)
+            {
+                segments.push(segment);
+            }
+        }
+        // The keys of the last name may go on past the read: it is left for the next page,
+        // unless it is the only one (its inspection reads all of its keys).
+        if response.more() && segments.len() > 1 {
+            segments.pop();
+        }
+        let cut = segments.len() > request.limit;
+        segments.truncate(request.limit);
+        let next = if cut || response.more() {
+            segments.last().map(|s| segment_cursor(s))
+        } else {
+            None
+        };
+        let names: Vec<String> = segments
+            .iter()
+            .filter_map(|s| unhex(s))
+            .filter(|name| lock_core::validate_name(name).is_ok())
+            .collect();
+        let holders: Vec<Vec<LockInfo>> = futures_util::stream::iter(names)
+            .map(|name| async move { self.inspect(&name).await })
+            .buffered(INSPECTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(LockPage::new(holders.into_iter().flatten().collect(), next))
+    }
+
     /// Deletes the request's key if it is still the entry that was read.
     async fn delete_entry(&self, entry: &Entry) -> Result<bool> {
         let txn = Txn::new()
@@ -1020,6 +1141,16 @@ impl Backend for Etcd {
         Ok(holders)
     }
 
+    /// One range read of the keys under the prefix from the cursor on, keys only, at most four
+    /// per name asked for (100 to 4000), in key order, which is the names' byte order (the
+    /// name's hex, then `/`); then each of the first `limit` names read to its end is
+    /// inspected. Idle names have no key (keys live with their leases), so they cost nothing.
+    /// etcd counts the keys of the rest of the range in its in-memory index to answer a
+    /// limited range read, but reads and sends only the first ones.
+    async fn list(&self, request: &ListRequest) -> Result<LockPage> {
+        self.list_page(request).await
+    }
+
     async fn force_release(&self, name: &str) -> Result<usize> {
         lock_core::validate_name(name)?;
         let prefix = name_prefix(&self.prefix, name);
@@ -1083,6 +1214,24 @@ impl Backend for Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn list_cursors_round_trip_every_segment() {
+        for segment in [&b"612f62"[..], b"", b"zz", b"\xff\x00/", b"~61"] {
+            let cursor = segment_cursor(segment);
+            assert_eq!(cursor_segment(cursor.as_str()).unwrap(), segment);
+        }
+        assert_eq!(segment_cursor(b"6162").as_str(), "6162");
+        assert_eq!(cursor_segment("not a cursor").unwrap(), b"not a cursor");
+        for bad in ["~", "~6", "~zz", "~+1"] {
+            assert!(
+                matches!(cursor_segment(bad), Err(Error::InvalidArgument { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(list_budget(1), 100);
+        assert_eq!(list_budget(1000), 4000);
+    }
 
     #[tokio::test]
     async fn a_bad_endpoint_is_a_config_error_naming_it() {
