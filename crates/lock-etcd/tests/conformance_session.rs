@@ -34,14 +34,15 @@ async fn etcd() -> Result<(Locker, Locker), String> {
     Ok((Locker::with_backend(a), Locker::with_backend(b)))
 }
 
-// Every property of the suite but six, which all crash a holder (`mem::forget` of its guard)
+// Every property of the suite but seven, which all crash a holder (`mem::forget` of its guard)
 // in a process that keeps running and expect its lease to expire after the TTL:
 // `tokens_increase_across_expiry`, `extend_after_expiry_is_expired`,
 // `leaked_guard_expires_after_ttl`, `late_release_does_not_disturb_new_holder`,
-// `reader_leases_expire_independently`, `semaphore_leaked_permits_come_back`. In session mode
-// the client's live session keeps such a guard alive (what the mode gives up, stated in the
-// crate README); the tests below check what holds instead: the guard ends with its session
-// (closed, or lost), and every guard on a lost session is reported lost.
+// `reader_leases_expire_independently`, `semaphore_leaked_permits_come_back`,
+// `list_skips_released_and_expired` (its released lock is checked in `tests/list.rs`). In
+// session mode the client's live session keeps such a guard alive (what the mode gives up,
+// stated in the crate README); the tests below check what holds instead: the guard ends with
+// its session (closed, or lost), and every guard on a lost session is reported lost.
 lock_testkit::conformance_tests!(@each etcd;
     exclusion_under_contention,
     try_lock_while_held,
@@ -87,6 +88,9 @@ lock_testkit::conformance_tests!(@each etcd;
     zero_lock_timeout_is_one_attempt,
     durations_checked_before_sending,
     lost_at_validity_without_auto_extend,
+    list_reports_held_locks,
+    list_pages_are_bounded_and_complete,
+    list_rejects_bad_requests,
 );
 
 fn endpoints() -> Vec<String> {

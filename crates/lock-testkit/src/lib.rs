@@ -92,7 +92,11 @@ macro_rules! conformance_tests {
             dropped_guard_released_from_any_thread,
             zero_lock_timeout_is_one_attempt,
             durations_checked_before_sending,
-            lost_at_validity_without_auto_extend
+            lost_at_validity_without_auto_extend,
+            list_reports_held_locks,
+            list_skips_released_and_expired,
+            list_pages_are_bounded_and_complete,
+            list_rejects_bad_requests
         );
     };
     (@each $factory:expr; $($property:ident),* $(,)?) => {
