@@ -11,7 +11,7 @@ mod support;
 use futures_util::future::join_all;
 use lock_core::{Error, ListRequest, LockInfo, Locker};
 use lock_etcd::{Etcd, EtcdConfig, LeaseMode};
-use lock_testkit::TcpProxy;
+use lock_testkit::{TcpProxy, list_pages};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,27 +79,6 @@ impl Counter {
 
     fn bytes(&self) -> u64 {
         self.down.load(Ordering::SeqCst)
-    }
-}
-
-/// Every page of a listing (at most `limit` names each), bounded in pages.
-async fn pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockInfo>> {
-    let mut request = ListRequest::new(prefix).limit(limit);
-    let mut pages = Vec::new();
-    loop {
-        let page = locker.list(&request).await.expect("list");
-        let names: BTreeSet<&str> = page.locks.iter().map(|l| l.name.as_str()).collect();
-        assert!(
-            names.len() <= limit,
-            "{} names in a page of {limit}",
-            names.len()
-        );
-        pages.push(page.locks);
-        assert!(pages.len() < 10_000, "the listing does not end");
-        match page.next {
-            Some(next) => request = request.after(Some(next)),
-            None => return pages,
-        }
     }
 }
 
@@ -202,7 +181,7 @@ async fn both_lease_modes_list_what_inspect_reports() {
         ];
         let released = locker.mutex(name("released")).lock().await.unwrap();
         released.release().await.unwrap();
-        let all = pages(&locker, &prefix, 1).await;
+        let all = list_pages(&locker, &prefix, 1).await;
         assert_eq!(
             reports(&all),
             vec![name("m"), name("rw"), name("s")],
@@ -221,7 +200,7 @@ async fn both_lease_modes_list_what_inspect_reports() {
             guard.release().await.unwrap();
         }
         assert!(
-            reports(&pages(&locker, &prefix, 1).await).is_empty(),
+            reports(&list_pages(&locker, &prefix, 1).await).is_empty(),
             "{mode:?}"
         );
         locker.close().await;
@@ -240,7 +219,7 @@ async fn a_cluster_that_does_not_answer_is_unavailable_within_the_timeout() {
         Locker::with_backend(backend(&node, proxy.addr().to_string(), LeaseMode::Pool).await);
     let guard = locker.mutex("cut").lock().await.unwrap();
     assert_eq!(
-        reports(&pages(&locker, "", 10).await),
+        reports(&list_pages(&locker, "", 10).await),
         vec!["cut".to_owned()]
     );
     proxy.cut();

@@ -8,31 +8,10 @@ mod common;
 
 use lock_core::{Error, ListRequest, LockInfo, Locker};
 use lock_postgres::{Postgres, PostgresMode};
-use lock_testkit::TcpProxy;
+use lock_testkit::{TcpProxy, list_pages};
 use sqlx::Connection;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-/// Every page of a listing (at most `limit` names each), bounded in pages.
-async fn pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockInfo>> {
-    let mut request = ListRequest::new(prefix).limit(limit);
-    let mut pages = Vec::new();
-    loop {
-        let page = locker.list(&request).await.expect("list");
-        let names: BTreeSet<&str> = page.locks.iter().map(|l| l.name.as_str()).collect();
-        assert!(
-            names.len() <= limit,
-            "{} names in a page of {limit}",
-            names.len()
-        );
-        pages.push(page.locks);
-        assert!(pages.len() < 10_000, "the listing does not end");
-        match page.next {
-            Some(next) => request = request.after(Some(next)),
-            None => return pages,
-        }
-    }
-}
 
 fn names(pages: &[Vec<LockInfo>]) -> BTreeSet<String> {
     pages.iter().flatten().map(|l| l.name.clone()).collect()
@@ -157,25 +136,25 @@ async fn one_page_reads_a_bounded_number_of_names() {
         "{read} index rows read for a page of at most 100 names over 3300:\n{plan}"
     );
 
-    let all = pages(&locker, "jobs/", 10).await;
+    let all = list_pages(&locker, "jobs/", 10).await;
     assert_eq!(names(&all), BTreeSet::from(["jobs/zz-held".to_owned()]));
     assert!(
         all.len() > 30,
         "3000 dead names take 30 pages: {}",
         all.len()
     );
-    let all = pages(&locker, "jobs/", 1000).await;
+    let all = list_pages(&locker, "jobs/", 1000).await;
     assert_eq!(names(&all), BTreeSet::from(["jobs/zz-held".to_owned()]));
 
     // Advisory mode reads the same tables.
     config.mode = PostgresMode::Advisory;
     let advisory = Locker::with_backend(Postgres::connect(config).await.unwrap());
     assert_eq!(
-        names(&pages(&advisory, "jobs/", 50).await),
+        names(&list_pages(&advisory, "jobs/", 50).await),
         BTreeSet::from(["jobs/zz-held".to_owned()])
     );
     held.release().await.unwrap();
-    assert!(names(&pages(&advisory, "jobs/", 50).await).is_empty());
+    assert!(names(&list_pages(&advisory, "jobs/", 50).await).is_empty());
     advisory.close().await;
     locker.close().await;
     drop_tables(&mut admin, &prefix).await;
@@ -207,7 +186,7 @@ async fn escaped_names_are_listed_under_their_prefix() {
     ] {
         let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(
-            names(&pages(&locker, list_prefix, 1).await),
+            names(&list_pages(&locker, list_prefix, 1).await),
             expected,
             "prefix {list_prefix:?}"
         );
@@ -264,7 +243,7 @@ async fn an_earlier_versions_tables_get_the_index() {
     );
     let guard = locker.mutex("old/held").lock().await.unwrap();
     assert_eq!(
-        names(&pages(&locker, "old/", 10).await),
+        names(&list_pages(&locker, "old/", 10).await),
         BTreeSet::from(["old/held".to_owned()])
     );
     assert!(
@@ -278,7 +257,7 @@ async fn an_earlier_versions_tables_get_the_index() {
         "the owner's connection adds it"
     );
     assert_eq!(
-        names(&pages(&owner, "old/", 10).await),
+        names(&list_pages(&owner, "old/", 10).await),
         BTreeSet::from(["old/held".to_owned()])
     );
     guard.release().await.unwrap();

@@ -6,6 +6,7 @@
 mod support;
 
 use lock_core::{Error, ListRequest, LockInfo, Locker};
+use lock_testkit::list_pages;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 use support::{QUICK, Servers, backend, commandstats, prefix, reset_stats};
@@ -25,27 +26,6 @@ async fn connection(url: String) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
-}
-
-/// Every page of a listing (at most `limit` names each), bounded in pages.
-async fn pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockInfo>> {
-    let mut request = ListRequest::new(prefix).limit(limit);
-    let mut pages = Vec::new();
-    loop {
-        let page = locker.list(&request).await.expect("list");
-        let names: BTreeSet<&str> = page.locks.iter().map(|l| l.name.as_str()).collect();
-        assert!(
-            names.len() <= limit,
-            "{} names in a page of {limit}",
-            names.len()
-        );
-        pages.push(page.locks);
-        assert!(pages.len() < 10_000, "the listing does not end");
-        match page.next {
-            Some(next) => request = request.after(Some(next)),
-            None => return pages,
-        }
-    }
 }
 
 fn names(pages: &[Vec<LockInfo>]) -> BTreeSet<String> {
@@ -104,7 +84,7 @@ async fn one_page_does_bounded_work_past_idle_names() {
     );
 
     reset_stats(&mut conn).await;
-    let all = pages(&locker, "jobs/", 10).await;
+    let all = list_pages(&locker, "jobs/", 10).await;
     let stats = calls(&mut conn).await;
     println!("whole listing: {} pages, {stats:?}", all.len());
     assert_eq!(names(&all), BTreeSet::from(["jobs/held".to_owned()]));
@@ -113,9 +93,9 @@ async fn one_page_does_bounded_work_past_idle_names() {
         "{stats:?}"
     );
     // Outside the prefix: nothing.
-    assert!(names(&pages(&locker, "job/", 10).await).is_empty());
+    assert!(names(&list_pages(&locker, "job/", 10).await).is_empty());
     held.release().await.unwrap();
-    assert!(names(&pages(&locker, "jobs/", 10).await).is_empty());
+    assert!(names(&list_pages(&locker, "jobs/", 10).await).is_empty());
     locker.close().await;
 }
 
@@ -140,10 +120,10 @@ async fn a_batch_larger_than_the_page_is_carried_over() {
         });
         held.insert(name);
     }
-    let all = pages(&locker, "held-", 1).await;
+    let all = list_pages(&locker, "held-", 1).await;
     assert_eq!(names(&all), held);
     assert!(all.len() >= held.len());
-    let all = pages(&locker, "held-", 1000).await;
+    let all = list_pages(&locker, "held-", 1000).await;
     assert_eq!(names(&all), held);
     for guard in guards {
         guard.release().await.unwrap();
@@ -171,7 +151,7 @@ async fn redlock_lists_what_a_quorum_holds() {
         guards.push(redlock.rw_mutex(&name).read().await.unwrap());
         held.insert(name);
     }
-    let all = pages(&redlock, "", 7).await;
+    let all = list_pages(&redlock, "", 7).await;
     assert_eq!(names(&all), held, "only what a quorum holds");
     let reported: usize = all
         .iter()
@@ -186,7 +166,7 @@ async fn redlock_lists_what_a_quorum_holds() {
 
     servers.kill(0);
     let started = Instant::now();
-    let all = pages(&redlock, "", 7).await;
+    let all = list_pages(&redlock, "", 7).await;
     println!("listing with instance 0 down: {:?}", started.elapsed());
     // As `inspect` reports them: a lease counts when it may be on a quorum, counting the
     // instance that does not answer, so the partial lease on instance 1 now counts too.
@@ -250,7 +230,7 @@ async fn a_paused_instance_is_unavailable_within_the_timeout() {
     let err = result.unwrap_err();
     assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
     assert!(took < QUICK * 4, "took {took:?}");
-    let all = pages(&locker, "", 10).await;
+    let all = list_pages(&locker, "", 10).await;
     assert_eq!(names(&all), BTreeSet::from(["paused".to_owned()]));
     guard.release().await.unwrap();
     locker.close().await;

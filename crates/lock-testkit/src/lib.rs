@@ -20,6 +20,7 @@ pub mod safety;
 mod timing;
 
 pub use harness::{TestEnv, eventually, require_servers};
+pub use listing::list_pages;
 pub use process::{ServerProcess, find_program, free_port, wait_for_port};
 pub use proxy::TcpProxy;
 pub use safety::{FencedRegister, SafetyConfig, SafetyReport, StaleWrite, run_safety_checker};

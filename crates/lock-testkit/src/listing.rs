@@ -13,8 +13,9 @@ use std::time::Duration;
 /// More pages than this for one listing in these tests means a listing that does not end.
 const MAX_PAGES: usize = 10_000;
 
-/// Follows `next` from the first page to the last; returns every page's holders.
-async fn all_pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockInfo>> {
+/// Follows `next` from the first page to the last; returns every page's holders. Panics when a
+/// page holds more than `limit` names or a name outside `prefix`, or the listing does not end.
+pub async fn list_pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockInfo>> {
     let mut request = ListRequest::new(prefix).limit(limit);
     let mut pages = Vec::new();
     loop {
@@ -45,7 +46,7 @@ async fn all_pages(locker: &Locker, prefix: &str, limit: usize) -> Vec<Vec<LockI
 /// that held the name last reported them (sorted by token).
 async fn listed(locker: &Locker, prefix: &str, limit: usize) -> BTreeMap<String, Vec<LockInfo>> {
     let mut by_name: BTreeMap<String, Vec<LockInfo>> = BTreeMap::new();
-    for page in all_pages(locker, prefix, limit).await {
+    for page in list_pages(locker, prefix, limit).await {
         let mut in_page: BTreeMap<String, Vec<LockInfo>> = BTreeMap::new();
         for info in page {
             in_page.entry(info.name.clone()).or_default().push(info);
@@ -200,7 +201,7 @@ pub async fn list_pages_are_bounded_and_complete(env: &TestEnv) {
         guards.push(locker.rw_mutex(&name).read().await.unwrap());
         held.insert(name);
     }
-    for page in all_pages(&env.a, &prefix, 7).await {
+    for page in list_pages(&env.a, &prefix, 7).await {
         let mut count: BTreeMap<&str, usize> = BTreeMap::new();
         for info in &page {
             *count.entry(info.name.as_str()).or_default() += 1;
