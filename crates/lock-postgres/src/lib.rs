@@ -33,6 +33,9 @@ fn clean_up_bound(inner: &Inner) -> Duration {
 }
 /// How long a contender waits for the session of an expired or force-released lease to end.
 const TERMINATE_WAIT_MS: i64 = 5000;
+/// The bound of ending an orphaned session (PG-R4-4): a pooled connection, then
+/// `pg_terminate_backend`'s wait. Past it, the orphan's permit is given back unconfirmed.
+const ORPHAN_BOUND: Duration = Duration::from_secs(10);
 
 /// The PostgreSQL backend, in advisory or lease mode (see the crate docs). Cheap to clone:
 /// clones share the pool, the sessions of held advisory locks and the NOTIFY listener.
@@ -59,8 +62,33 @@ struct Session {
     conn: PgConnection,
     pid: i32,
     reused: bool,
-    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes.
-    permit: OwnedSemaphorePermit,
+    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes
+    /// (or, for an orphan, once its backend is gone).
+    permit: Permit,
+}
+
+/// A session's permit, shared with the [`Flight`] of the acquisition running on the session:
+/// if that acquisition is dropped mid-flight, the flight takes the permit over for the orphan,
+/// which keeps it until its server backend is gone (review finding PG-R4-4).
+#[derive(Clone)]
+struct Permit(Arc<StdMutex<Option<OwnedSemaphorePermit>>>);
+
+impl Permit {
+    fn new(permit: OwnedSemaphorePermit) -> Permit {
+        Permit(Arc::new(StdMutex::new(Some(permit))))
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        locked(&self.0).take()
+    }
+}
+
+/// The session of an acquisition dropped mid-flight: its backend may still wait for, or hold,
+/// the lock on the server until it is terminated, so it keeps its session permit until then.
+struct Orphan {
+    lease: LeaseId,
+    /// `None` when no task ends the orphan (no runtime when it was dropped).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Sessions {
@@ -74,9 +102,9 @@ struct Sessions {
     held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
     idle: StdMutex<Vec<Session>>,
-    /// Sessions of acquisitions dropped mid-flight: they may still wait for, or hold, the lock
-    /// on the server until they are terminated.
-    orphans: StdMutex<HashMap<LeaseId, i32>>,
+    /// Sessions of acquisitions dropped mid-flight, by backend pid: they may still wait for, or
+    /// hold, the lock on the server until they are terminated, and keep their permits till then.
+    orphans: StdMutex<HashMap<i32, Orphan>>,
 }
 
 fn locked<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,6 +326,7 @@ impl Postgres {
                 inner: Arc::clone(inner),
                 lease: request.lease_id,
                 pid: session.pid,
+                permit: session.permit.clone(),
                 armed: true,
             };
             let mut outcome = inner
@@ -313,11 +342,12 @@ impl Postgres {
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
                 flight.armed = false;
-                let permit = session.permit;
-                drop(session.conn);
+                let permit = session.permit.clone();
+                drop(session);
                 locked(&inner.sessions.idle).clear();
                 session = inner.new_session(permit).await?;
                 flight.pid = session.pid;
+                flight.permit = session.permit.clone();
                 flight.armed = true;
                 outcome = inner
                     .sql
@@ -450,7 +480,7 @@ impl Postgres {
 
     async fn release_advisory(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
         let inner = &self.inner;
-        inner.kill_orphan(lease).await;
+        inner.end_orphans(lease).await;
         let slot = locked(&inner.sessions.held).remove(&lease);
         let session = match slot {
             Some(slot) => slot.lock().await.take(),
@@ -539,7 +569,7 @@ impl Postgres {
 }
 
 impl Inner {
-    async fn new_session(&self, permit: OwnedSemaphorePermit) -> Result<Session> {
+    async fn new_session(&self, permit: Permit) -> Result<Session> {
         let connect = PgConnection::connect_with(&self.options);
         let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
             Ok(conn) => conn.map_err(unavailable)?,
@@ -604,7 +634,7 @@ impl Inner {
             }
         };
         let handed = match handed {
-            Ok(permit) => return self.new_session(permit).await.map(Some),
+            Ok(permit) => return self.new_session(Permit::new(permit)).await.map(Some),
             Err(handed) => handed,
         };
         // A released session is handed over; a session closed elsewhere frees a permit.
@@ -617,7 +647,7 @@ impl Inner {
         .await;
         match got {
             Ok(Some(Err(session))) => Ok(Some(session)),
-            Ok(Some(Ok(permit))) => self.new_session(permit).await.map(Some),
+            Ok(Some(Ok(permit))) => self.new_session(Permit::new(permit)).await.map(Some),
             _ => Ok(None),
         }
     }
@@ -670,21 +700,52 @@ impl Inner {
         }
     }
 
-    /// Ends the session of an acquisition dropped mid-flight, and waits until it is gone.
-    async fn kill_orphan(&self, lease: LeaseId) {
-        let pid = locked(&self.sessions.orphans).get(&lease).copied();
-        if let Some(pid) = pid {
-            // Bounded: a server that answers nothing must not hang the release.
-            let wait =
-                Duration::from_millis(TERMINATE_WAIT_MS.unsigned_abs()) + Duration::from_secs(5);
-            let _ = tokio::time::timeout(wait, async {
-                if let Ok(mut conn) = self.pool.acquire().await {
-                    let _ = sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
-                }
-            })
-            .await;
-            locked(&self.sessions.orphans).remove(&lease);
+    /// Before a release of `lease`: ends the sessions of its acquisitions dropped mid-flight
+    /// (which might otherwise still take the lock after the release), waiting until they are
+    /// gone. Bounded; an orphan whose end is confirmed gives its permit back.
+    async fn end_orphans(&self, lease: LeaseId) {
+        let pids: Vec<i32> = locked(&self.sessions.orphans)
+            .iter()
+            .filter(|(_, orphan)| orphan.lease == lease)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in pids {
+            let gone = self.end_backend(pid).await;
+            let mut orphans = locked(&self.sessions.orphans);
+            // Without a task of its own (see `Flight::drop`), this is the orphan's only end.
+            if gone || orphans.get(&pid).is_some_and(|o| o.permit.is_none()) {
+                orphans.remove(&pid);
+            }
         }
+    }
+
+    /// The task of an acquisition dropped mid-flight: ends its session's backend and then gives
+    /// its permit back (review finding PG-R4-4). When the end cannot be confirmed within
+    /// [`ORPHAN_BOUND`] (the backend is stuck, or the server does not answer), the permit is
+    /// given back anyway, with a warning: the cap is exceeded by that backend while it lasts,
+    /// rather than a permit being lost for good.
+    async fn bury(&self, pid: i32) {
+        let gone = self.end_backend(pid).await;
+        let orphan = locked(&self.sessions.orphans).remove(&pid);
+        if !gone && orphan.is_some_and(|o| o.permit.is_some()) {
+            tracing::warn!(
+                pid,
+                "lock-postgres: the server session of a dropped advisory acquisition could not be \
+                 confirmed ended within {ORPHAN_BOUND:?}; its session permit is given back \
+                 (LOCK_POSTGRES_MAX_SESSIONS is exceeded while that session lasts)"
+            );
+        }
+    }
+
+    /// Terminates backend `pid` on a pooled connection and waits, within [`ORPHAN_BOUND`],
+    /// until it is gone; true when it is (also when it had ended already).
+    async fn end_backend(&self, pid: i32) -> bool {
+        let ended = tokio::time::timeout(ORPHAN_BOUND, async {
+            let mut conn = self.pool.acquire().await?;
+            sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await
+        })
+        .await;
+        matches!(ended, Ok(Ok(true)))
     }
 }
 
@@ -699,11 +760,15 @@ impl Session {
 }
 
 /// Marks an advisory acquisition in flight: if its future is dropped before it is disarmed, its
-/// session (which may still wait for, or hold, the lock on the server) is terminated.
+/// session (which may still wait for, or hold, the lock on the server) is terminated, and its
+/// permit stays taken until the session's backend is gone (review finding PG-R4-4), so the
+/// cap holds on the server.
 struct Flight {
     inner: Arc<Inner>,
     lease: LeaseId,
     pid: i32,
+    /// The session's permit (shared with it).
+    permit: Permit,
     armed: bool,
 }
 
@@ -712,11 +777,20 @@ impl Drop for Flight {
         if !self.armed {
             return;
         }
-        locked(&self.inner.sessions.orphans).insert(self.lease, self.pid);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        // The session itself is dropped right after this (it closes the connection); its
+        // permit goes with the orphan. With no runtime to end the orphan, nothing could give
+        // the permit back later: it is returned now.
+        let permit = self.permit.take().filter(|_| runtime.is_some());
+        let orphan = Orphan {
+            lease: self.lease,
+            permit,
+        };
+        locked(&self.inner.sessions.orphans).insert(self.pid, orphan);
+        if let Some(runtime) = runtime {
             let inner = Arc::clone(&self.inner);
-            let lease = self.lease;
-            runtime.spawn(async move { inner.kill_orphan(lease).await });
+            let pid = self.pid;
+            runtime.spawn(async move { inner.bury(pid).await });
         }
     }
 }

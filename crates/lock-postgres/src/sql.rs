@@ -873,7 +873,9 @@ pub(crate) async fn terminate_now(
 }
 
 /// Ends the sessions `pids`; true when every one of them ended within `wait_ms` (PostgreSQL's
-/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10).
+/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10), or
+/// had ended already (the orphan of a dropped acquisition may have noticed its closed client
+/// by itself, PG-R4-4).
 ///
 /// A named statement: only advisory mode ends sessions (lease mode never does, review finding
 /// PG-1), and advisory mode needs session-level connections anyway (PG-11).
@@ -885,12 +887,14 @@ pub(crate) async fn terminate(
     if pids.is_empty() {
         return Ok(true);
     }
-    let (ended,): (Option<bool>,) =
-        sqlx::query_as("SELECT bool_and(pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p")
-            .bind(pids)
-            .bind(wait_ms)
-            .fetch_one(conn)
-            .await?;
+    let (ended,): (Option<bool>,) = sqlx::query_as(
+        "SELECT bool_and(NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = p) \
+         OR pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p",
+    )
+    .bind(pids)
+    .bind(wait_ms)
+    .fetch_one(conn)
+    .await?;
     Ok(ended.unwrap_or(true))
 }
 
