@@ -301,24 +301,23 @@ impl Postgres {
         }
         let mut ends = 0;
         loop {
-            // Beyond the session cap, wait in the client (PG-6): for as long as a server-side
-            // wait would, or for a plain try as long as for a pooled connection.
-            let wait = request
-                .claim
-                .map_or(inner.config.connect_timeout, |claim| claim / 3);
+            // Beyond the session cap, a waiting acquisition waits in the client (PG-6) for as
+            // long as a server-side wait would. A plain try makes one attempt: it does not wait
+            // for a session, and cannot say "busy" about a lock it did not look at, so it fails
+            // at once, naming the cap (review finding PG-R4-1).
+            let wait = request.claim.map_or(Duration::ZERO, |claim| claim / 3);
             let Some(mut session) = inner.session(wait).await? else {
                 if request.claim.is_some() {
                     return Ok(Acquired::Busy { retry_after: None });
                 }
                 return Err(Error::unavailable(
                     "postgres",
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) stayed busy \
-                             for {wait:?}",
-                            inner.config.max_sessions
-                        ),
+                    format!(
+                        "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) are in use by this \
+                         backend's held leases, waits and dropped acquisitions still ending; a try \
+                         does not wait for one (lock() does, within its lock_timeout): raise \
+                         LOCK_POSTGRES_MAX_SESSIONS if this process holds that many locks at once",
+                        inner.config.max_sessions
                     ),
                 ));
             };
@@ -612,8 +611,8 @@ impl Inner {
     }
 
     /// A session for an acquisition: an idle one, or a new one within the cap. At the cap,
-    /// waits up to `wait` for a session to come free (a release closes its session for us
-    /// rather than caching it); `None` when none did.
+    /// waits up to `wait` for a session to come free (a release hands its session to us
+    /// rather than caching it); `None` when none did (at once for a zero `wait`).
     async fn session(&self, wait: Duration) -> Result<Option<Session>> {
         let sessions = &self.sessions;
         let handed = {
@@ -624,6 +623,7 @@ impl Inner {
             }
             match Arc::clone(&sessions.permits).try_acquire_owned() {
                 Ok(permit) => Ok(permit),
+                Err(_) if wait.is_zero() => return Ok(None),
                 Err(_) => {
                     // Queued under the idle cache's lock: a session released from now on is
                     // handed to us rather than cached.

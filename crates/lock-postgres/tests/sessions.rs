@@ -1,6 +1,7 @@
 //! Review finding PG-6: advisory mode caps the server sessions it opens
 //! (`LOCK_POSTGRES_MAX_SESSIONS`); acquisitions beyond the cap wait in the client. Review
-//! round 4: the cap holds on the server, also for acquisitions dropped mid-flight (PG-R4-4).
+//! round 4: the cap holds on the server, also for acquisitions dropped mid-flight (PG-R4-4),
+//! and a `try_lock` at the cap fails at once (PG-R4-1).
 
 mod common;
 
@@ -115,8 +116,19 @@ async fn a_herd_on_one_lock_stays_within_the_session_cap() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Review round 4, PG-R4-4.
+// Review round 4, PG-R4-4 and PG-R4-1.
 // ---------------------------------------------------------------------------------------------
+
+/// An error with its whole source chain.
+fn chain(e: &lock_core::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
 
 fn unique(tag: &str) -> String {
     format!("{tag}-{}", ulid::Ulid::generate())
@@ -393,7 +405,7 @@ async fn cancelled_waiters_at_the_cap_leak_nothing_and_stay_within_the_cap() {
                         true
                     }
                     Err(lock_core::Error::NotAcquired { .. }) => false,
-                    Err(e) => panic!("unexpected {e:#}"),
+                    Err(e) => panic!("unexpected {}", chain(&e)),
                 }
             }));
         }
@@ -438,4 +450,51 @@ async fn cancelled_waiters_at_the_cap_leak_nothing_and_stay_within_the_cap() {
         peak <= i64::from(SMALL_CAP + POOL + 1),
         "{peak} server sessions (cap {SMALL_CAP} + pool {POOL} + LISTEN 1)"
     );
+}
+
+/// Review finding PG-R4-1: at the session cap, `try_lock` (which makes one attempt) does not
+/// wait for a session: it fails at once with an error naming `LOCK_POSTGRES_MAX_SESSIONS`,
+/// rather than blocking for the connect timeout, and never reports a free lock busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_lock_at_the_session_cap_fails_at_once_naming_the_cap() {
+    let Some(url) = common::url_or_skip() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().await;
+    let backend = Postgres::connect(capped(&url, 1)).await.expect("connect");
+    let locker = Locker::builder(backend)
+        .request_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let held = locker.mutex(unique("held")).lock().await.unwrap();
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let result = locker.mutex(unique("free")).try_lock().await;
+        let waited = started.elapsed();
+        let text = match &result {
+            Ok(Some(_)) => "granted".to_owned(),
+            Ok(None) => "busy".to_owned(),
+            Err(e) => chain(e),
+        };
+        println!("try_lock of a free lock at the cap: after {waited:?}: {text}");
+        assert!(
+            matches!(&result, Err(e) if e.is_retryable()),
+            "not a retryable error: {text}"
+        );
+        assert!(text.contains("LOCK_POSTGRES_MAX_SESSIONS"), "{text}");
+        assert!(
+            waited < Duration::from_secs(1),
+            "try_lock waited {waited:?} at the cap"
+        );
+    }
+    // Below the cap again, it takes the lock.
+    held.release().await.unwrap();
+    let guard = locker
+        .mutex(unique("free"))
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("a free lock below the cap");
+    guard.release().await.unwrap();
+    locker.close().await;
 }
