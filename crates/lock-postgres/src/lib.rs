@@ -825,24 +825,41 @@ async fn wait_session(
 }
 
 /// Advisory mode's check at connect for a transaction-level pooler such as PgBouncer in
-/// transaction pooling mode (review finding PG-7), where a client's statements run on whichever
-/// server connection is free: two client sessions; the first keeps a transaction open (its
-/// server connection busy) while the second asks for its server process; the first commits,
-/// and the second asks again. On the server itself, or through session pooling, each client
-/// session keeps its own server process throughout. Through transaction pooling the second
-/// session shares the first's process, or (PgBouncer hands out the most recently freed server
-/// connection first) moves to the first's process, or cannot run while the first's
-/// transaction is open (a pool of one). A pooler that hands out connections in another order
-/// can pass this probe; the guard on every advisory statement still refuses to take or release
-/// anything on another server process than its session's.
+/// transaction pooling mode (review findings PG-7, PG-R4-2, PG-R4-3), where a client's
+/// statements run on whichever server connection is free.
+///
+/// Two client sessions, A and B, run single statements one after the other (no transaction is
+/// held open): A twice, B twice, A again. Each statement returns its server process and a
+/// session-level setting that A's first statement makes (`lock_postgres.probe`, a value unique
+/// to this probe). On the server itself, or through session pooling, each client session keeps
+/// its own server process and A's setting throughout, and B never sees it. Through
+/// transaction pooling, whatever order the pooler hands out idle server connections in (most
+/// recently freed first, PgBouncer's default; oldest first, `server_round_robin = 1`; at
+/// random), the five statements cannot all keep that pattern unless the pool keeps exactly
+/// one idle server connection per client for each of them: B gets A's server connection, or a
+/// session moves between two of its statements, or A's setting is gone. A pooler that pins
+/// server connections to clients between transactions can still pass (it is then a session
+/// pooler for this purpose), and the guard on every advisory statement still refuses to take or
+/// release anything on another server process than its session's.
+///
+/// When B cannot run at all within `within`, the probe says nothing about the pooling mode: a
+/// session pool with no server connection to spare (A holds one for as long as it is
+/// connected) and a transaction pool busy with other clients look the same. `connect` then
+/// goes on (PG-R4-2): the per-statement guard, and the mapping of prepared-statement clashes to
+/// the same configuration error, still catch transaction pooling later.
+///
+/// Under transaction pooling, A's setting may stay on a server connection of the pool: a
+/// custom setting that nothing reads.
 async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<()> {
     use sqlx::Row;
-    async fn pid(conn: &mut PgConnection, text: &'static str) -> sqlx::Result<i32> {
-        let rows = sqlx::raw_sql(text).fetch_all(&mut *conn).await?;
-        rows.into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?
-            .try_get(0)
+    /// The server process and the probe's setting, from one simple query (no prepared
+    /// statement, so it runs through any pooler).
+    async fn look(conn: &mut PgConnection, text: &str) -> sqlx::Result<(i32, String)> {
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(text.to_owned()))
+            .fetch_all(&mut *conn)
+            .await?;
+        let row = rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
     let pooled = |why: String| {
         Err(Error::config(format!(
@@ -857,45 +874,68 @@ async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<(
             "postgres",
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the pooling probe got no answer within {within:?}"),
+                format!(
+                    "the pooling probe got no answer within {within:?} (a server, or a pooler \
+                     with no server connection to spare, that does not answer)"
+                ),
             ),
         )
     };
+    // Unique to this probe: digits only, so it needs no quoting.
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let set = format!("SELECT pg_backend_pid(), set_config('lock_postgres.probe', '{tag}', false)");
+    let get = "SELECT pg_backend_pid(), coalesce(current_setting('lock_postgres.probe', true), '')";
     let probe = async {
-        let mut first = PgConnection::connect_with(options).await?;
-        let mut second = PgConnection::connect_with(options).await?;
-        let a = pid(&mut first, "BEGIN; SELECT pg_backend_pid()").await?;
-        let b =
-            match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()")).await {
-                Ok(b) => Some(b?),
-                Err(_) => None,
-            };
-        sqlx::raw_sql("COMMIT").execute(&mut first).await?;
-        let again = match b {
-            Some(_) => Some(pid(&mut second, "SELECT pg_backend_pid()").await?),
-            None => None,
+        let mut a = PgConnection::connect_with(options).await?;
+        let mut b = PgConnection::connect_with(options).await?;
+        let mut seen = vec![('A', look(&mut a, &set).await?)];
+        seen.push(('A', look(&mut a, get).await?));
+        // B may find no server connection free (a busy session pool): inconclusive.
+        let Ok(first) = tokio::time::timeout(within, look(&mut b, get)).await else {
+            return Ok(None);
         };
-        let _ = first.close().await;
-        let _ = second.close().await;
-        Ok::<_, sqlx::Error>((a, b, again))
+        seen.push(('B', first?));
+        seen.push(('B', look(&mut b, get).await?));
+        seen.push(('A', look(&mut a, get).await?));
+        let _ = a.close().await;
+        let _ = b.close().await;
+        Ok::<_, sqlx::Error>(Some(seen))
     };
-    let (a, b, again) = tokio::time::timeout(within * 3, probe)
+    let seen = tokio::time::timeout(within * 3, probe)
         .await
         .map_err(|_| timed_out())?
         .map_err(unavailable)?;
-    match (b, again) {
-        (None, _) => pooled(format!(
-            "a second session could not run a statement while the first held a transaction \
-             open for {within:?} (a pool of one server connection?)"
-        )),
-        (Some(b), _) if b == a => pooled(format!(
-            "two client sessions ran on one server process ({a})"
-        )),
-        (Some(b), Some(again)) if again != b => pooled(format!(
-            "a client session moved from server process {b} to {again} between two statements"
-        )),
-        _ => Ok(()),
+    let Some(seen) = seen else {
+        return Ok(());
+    };
+    let (a, b) = (seen[0].1.0, seen[2].1.0);
+    for (client, (pid, setting)) in &seen {
+        let (own, other) = if *client == 'A' { (a, b) } else { (b, a) };
+        if *pid == other {
+            return pooled(format!(
+                "two client sessions ran on one server process ({pid})"
+            ));
+        }
+        if *pid != own {
+            return pooled(format!(
+                "a client session moved from server process {own} to {pid} between two \
+                 statements"
+            ));
+        }
+        if (*client == 'A') != (*setting == tag) {
+            return pooled(format!(
+                "a session-level setting was not where it was made (server process {pid})"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// SQLSTATE 55P03 `lock_not_available`: `lock_timeout` fired.
