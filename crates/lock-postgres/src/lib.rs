@@ -569,9 +569,42 @@ impl Postgres {
 
 impl Inner {
     async fn new_session(&self, permit: Permit) -> Result<Session> {
-        let connect = PgConnection::connect_with(&self.options);
-        let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
-            Ok(conn) => conn.map_err(unavailable)?,
+        // The library bounds its own statements, whatever a DBA's default (review finding
+        // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
+        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
+        // vanished client while waiting for a lock; and never end this session for being idle
+        // (a DBA's `idle_session_timeout`): it may sit idle while it holds its advisory lock
+        // (review finding PG-2).
+        //
+        // These four are session-level, unlike relaxed durability's `synchronous_commit`,
+        // which each statement sets for itself (review finding PG-R4-3). Each advisory
+        // statement is one extended-protocol statement in an implicit transaction (one round
+        // trip): the server arms the statement timeout and the client check before the
+        // statement runs and fixes the isolation level at its start, so a transaction-local
+        // value set inside it comes too late; and the idle timeout is about the time between
+        // statements. Transaction-local values would cost a preamble round trip per operation.
+        // Only a pooler that shares server connections could carry them to other clients, and
+        // advisory mode refuses those (the connect probe, the guard in every statement).
+        let open = async {
+            let mut conn = PgConnection::connect_with(&self.options)
+                .await
+                .map_err(unavailable)?;
+            let (pid,): (i32,) = sqlx::query_as(
+                "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
+                 set_config('default_transaction_isolation', 'read committed', false), \
+                 set_config('client_connection_check_interval', '1000', false), \
+                 set_config('idle_session_timeout', '0', false)",
+            )
+            .bind(sql::STATEMENT_TIMEOUT)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+            Ok::<_, Error>((conn, pid))
+        };
+        // Bounded as a whole: a pooler with no server connection to spare accepts the
+        // connection and then holds its first statement.
+        let (conn, pid) = match tokio::time::timeout(self.config.connect_timeout, open).await {
+            Ok(opened) => opened?,
             Err(_) => {
                 return Err(Error::unavailable(
                     "postgres",
@@ -582,26 +615,6 @@ impl Inner {
                 ));
             }
         };
-        // The library bounds its own statements, whatever a DBA's default (review finding
-        // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
-        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
-        // vanished client while waiting for a lock; and never
-        // end this session for being idle (a DBA's `idle_session_timeout`): it may sit idle
-        // while it holds its advisory lock (review finding PG-2).
-        let (pid,): (i32,) = sqlx::query_as(
-            "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
-             set_config('default_transaction_isolation', 'read committed', false), \
-             set_config('client_connection_check_interval', '1000', false), \
-             set_config('idle_session_timeout', '0', false), \
-             CASE WHEN $2 THEN set_config('synchronous_commit', 'off', false) END",
-        )
-        .bind(sql::STATEMENT_TIMEOUT)
-        // Relaxed durability (review design D4): the grants and extensions on this session
-        // commit without waiting for their WAL flush (releases do anyway).
-        .bind(self.config.durability == PostgresDurability::Relaxed)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(unavailable)?;
         Ok(Session {
             conn,
             pid,

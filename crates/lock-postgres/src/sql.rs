@@ -28,15 +28,33 @@ pub(crate) fn micros(d: Duration) -> i64 {
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> Error {
-    // The session guard's error (`{prefix}session_v1`, review finding PG-7): a configuration
-    // problem, not a passing outage, so it is not retried.
     if let Some(db) = e.as_database_error()
-        && db.code().is_some_and(|code| code == POOLED)
+        && let Some(code) = db.code()
     {
-        return Error::config(format!(
-            "PgBouncer transaction pooling (or another transaction-level pooler) detected: {}",
-            db.message()
-        ));
+        // The session guard's error (`{prefix}session_v1`, review finding PG-7): a
+        // configuration problem, not a passing outage, so it is not retried.
+        if code == POOLED {
+            return Error::config(format!(
+                "PgBouncer transaction pooling (or another transaction-level pooler) detected: {}",
+                db.message()
+            ));
+        }
+        // sqlx's named prepared statements clashing with other clients' on a shared server
+        // connection (review finding PG-R4-3): a statement prepared on one server connection
+        // is missing on the next, or its name is taken there by another client's statement.
+        // Only a pooler that shares server connections between transactions does that (the
+        // session guard never gets to run then).
+        if PREPARED_CLASH.contains(&&*code) && db.message().contains("prepared statement") {
+            return Error::config(format!(
+                "PgBouncer transaction pooling (or another transaction-level pooler) detected: \
+                 the server answered \"{}\" (SQLSTATE {code}): the server connection is shared \
+                 with other clients, whose prepared statements clash with ours; advisory mode \
+                 needs a session of its own per lease. Use LOCK_POSTGRES_MODE=lease through the \
+                 pooler, or connect advisory mode straight to the server or through session \
+                 pooling",
+                db.message()
+            ));
+        }
     }
     Error::unavailable("postgres", e)
 }
@@ -44,13 +62,18 @@ pub(crate) fn unavailable(e: sqlx::Error) -> Error {
 /// The SQLSTATE of the session guard (`{prefix}session_v1`).
 const POOLED: &str = "LKPB1";
 
+/// The SQLSTATEs of a prepared statement that already exists (42P05), does not exist (26000),
+/// or is another one than the client prepared (08P01, "bind message supplies N parameters, but
+/// prepared statement ... requires M").
+const PREPARED_CLASH: [&str; 3] = ["42P05", "26000", "08P01"];
+
 /// The statements, with the table names and (in advisory mode) the liveness test filled in.
 pub(crate) struct Sql {
     /// Named (cached) prepared statements; off in lease mode, so the statements also work
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
-    /// Relaxed durability (review design D4): lease mode's grants commit asynchronously
-    /// (advisory sessions are set so when opened).
+    /// Relaxed durability (review design D4): grants (and advisory extensions) commit
+    /// asynchronously, set per statement.
     relaxed: bool,
     pub(crate) channel: String,
     /// The three tables, the index and the functions, for the migration's existence check.
@@ -275,6 +298,18 @@ impl Sql {
             Some(_) => live.clone(),
             None => "FALSE".to_owned(),
         };
+        // Relaxed durability (review design D4) in advisory mode: the grant and extension
+        // statements on the dedicated sessions commit without waiting for their WAL flush,
+        // set in the statement itself (transaction-local, no extra round trip), so nothing is
+        // left on the session (review finding PG-R4-3: a session-level setting would stay on a
+        // server connection a pooler shares). `synchronous_commit` is read at commit, so it
+        // applies to the statement's own implicit transaction wherever it is set in it.
+        let relaxed_sync = "(SELECT set_config('synchronous_commit', 'off', true)) relaxed";
+        let (relaxed_from, relaxed_update) = if relaxed {
+            (format!("{relaxed_sync}, "), format!("FROM {relaxed_sync} "))
+        } else {
+            (String::new(), String::new())
+        };
         let functions = FUNCTIONS
             .replace("{prefix}", prefix)
             .replace("{locks}", &locks)
@@ -330,8 +365,8 @@ impl Sql {
                  FROM {prefix}session_v1($1, 0) n"
             )),
             acquire: s(format!(
-                "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {prefix}acquire_v1(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {relaxed_from}\
+                 {prefix}acquire_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  {prefix}session_v1($18, $13), $14, $15, $16, $17)"
             )),
             release: s(format!(
@@ -344,7 +379,7 @@ impl Sql {
                  AND l.expires_at > {NOW} AND {live} RETURNING l.token"
             )),
             extend_own: s(format!(
-                "UPDATE {leases} l SET expires_at = {NOW} + $4 \
+                "UPDATE {leases} l SET expires_at = {NOW} + $4 {relaxed_update}\
                  WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
                  AND l.expires_at > {NOW} AND l.pid = {prefix}session_v1($5, pg_backend_pid()) \
                  RETURNING l.token"

@@ -2,7 +2,9 @@
 //! and refused with a clear error, never silently run (where it would release other clients'
 //! advisory locks and end PgBouncer's server connections). Review round 4: a busy session pool
 //! is not taken for transaction pooling (PG-R4-2); transaction pooling is detected whatever
-//! order the pooler hands out server connections in (PG-R4-3).
+//! order the pooler hands out server connections in, the errors of a pooler that gets past the
+//! probe name it, and relaxed durability's setting never reaches shared server connections
+//! (PG-R4-3).
 
 mod common;
 
@@ -154,6 +156,27 @@ impl Drop for Bouncer {
     fn drop(&mut self) {
         self.process.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Bouncer {
+    /// Writes `settings` into the `[pgbouncer]` section and reloads (SIGHUP): PgBouncer applies
+    /// a new `pool_mode` to connected clients too.
+    async fn reload(&self, settings: &str) {
+        let ini = std::fs::read_to_string(self.dir.join("pgbouncer.ini")).unwrap();
+        let base = ini.split("# test settings\n").next().unwrap();
+        std::fs::write(
+            self.dir.join("pgbouncer.ini"),
+            format!("{base}# test settings\n{settings}\n"),
+        )
+        .unwrap();
+        let pid = self.process.pid().expect("pgbouncer runs");
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -HUP {pid}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
@@ -325,5 +348,107 @@ async fn fifo_transaction_pooling_is_refused_and_leaks_no_setting() {
         seen.iter()
             .all(|(_, sync, timeout)| sync == "on" && timeout == "0"),
         "session settings leaked to the pool: {seen:?}"
+    );
+}
+
+/// PG-R4-3, should a pooler get past the connect probe (here PgBouncer is switched from session
+/// to transaction pooling while advisory mode is connected through it; the sessions opened
+/// before stay on their server connections, new ones are pooled per transaction): every error
+/// names transaction pooling — also sqlx's prepared statements clashing on shared server
+/// connections, which the session guard cannot catch — and relaxed durability's
+/// `synchronous_commit = off` stays inside the library's own transactions, so it never reaches
+/// another client of the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooling_that_starts_after_connect_fails_clearly_and_leaks_no_relaxed_commit() {
+    let Some(url) = common::url_or_skip() else {
+        return;
+    };
+    migrated(&url).await;
+    let Some(bouncer) = bouncer(&url, "pool_mode = session\ndefault_pool_size = 20").await else {
+        return;
+    };
+    let mut config = common::config(&bouncer.url, PostgresMode::Advisory);
+    config.listen_url = Some(url.clone());
+    config.durability = lock_postgres::PostgresDurability::Relaxed;
+    let backend = Postgres::connect(config)
+        .await
+        .expect("connect through session pooling");
+    let locker = Locker::with_backend(backend);
+    let names: Vec<String> = (0..6)
+        .map(|i| format!("switch{i}-{}", ulid::Ulid::generate()))
+        .collect();
+    // Two dedicated sessions opened under session pooling, idle in the cache.
+    let a = locker.mutex(&names[0]).lock().await.unwrap();
+    let b = locker.mutex(&names[1]).lock().await.unwrap();
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+    bouncer
+        .reload("pool_mode = transaction\nserver_round_robin = 1\ndefault_pool_size = 20")
+        .await;
+    // Six locks held at once: new sessions, opened under transaction pooling.
+    let (mut outcomes, mut errors) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut guards = Vec::new();
+        for name in &names {
+            match locker.mutex(name).try_lock().await {
+                Ok(Some(guard)) => {
+                    outcomes.push("granted".to_owned());
+                    guards.push(guard);
+                }
+                Ok(None) => outcomes.push("busy".to_owned()),
+                Err(e) => {
+                    outcomes.push(chain(&e));
+                    errors.push(e);
+                }
+            }
+        }
+        for guard in guards {
+            if let Err(e) = guard.release().await {
+                outcomes.push(format!("release: {}", chain(&e)));
+                errors.push(e);
+            }
+        }
+    }
+    println!("after the switch to transaction pooling: {outcomes:#?}");
+    locker.close().await;
+    let unclear: Vec<String> = errors
+        .iter()
+        .filter(|e| !(matches!(e, Error::Config { .. }) && names_pooling(e)))
+        .map(chain)
+        .collect();
+    assert!(
+        unclear.is_empty(),
+        "errors that do not name pooling: {unclear:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| chain(e).contains("prepared statement")),
+        "no clash of prepared statements was seen (the test did not reach its point)"
+    );
+    // What another client of the pool runs with on its server connections (handed out in turn),
+    // the closed sessions' among them: `statement_timeout` is still session-level there (see
+    // the crate README), `synchronous_commit` never is.
+    let mut plain = sqlx::PgConnection::connect(&bouncer.url).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        use sqlx::Row;
+        let row = sqlx::raw_sql(
+            "SELECT pg_backend_pid(), current_setting('synchronous_commit'), \
+             current_setting('statement_timeout')",
+        )
+        .fetch_one(&mut plain)
+        .await
+        .unwrap();
+        seen.push((
+            row.get::<i32, _>(0),
+            row.get::<String, _>(1),
+            row.get::<String, _>(2),
+        ));
+    }
+    println!("another client of the pool sees: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, sync, _)| sync == "on"),
+        "synchronous_commit = off leaked to the pool: {seen:?}"
     );
 }
