@@ -56,7 +56,40 @@ pub(crate) fn unavailable(e: sqlx::Error) -> Error {
             ));
         }
     }
-    Error::unavailable("postgres", e)
+    Error::unavailable("postgres", SqlxError(e))
+}
+
+/// A sqlx error as the source of [`Error::ProviderUnavailable`], saying only what sqlx adds to
+/// its own source (review finding PG-R4-5, DESIGN §4 "no error message repeats its source's
+/// text"): sqlx's messages embed their source ("error returned from database: {the server's
+/// message}", "error communicating with database: {the I/O error}") and return it as their
+/// source too, so a chain printed link by link said everything twice. The chain is kept: this
+/// error's source is sqlx's.
+#[derive(Debug)]
+struct SqlxError(sqlx::Error);
+
+impl std::fmt::Display for SqlxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        if let Some(source) = std::error::Error::source(&self.0) {
+            let source = source.to_string();
+            if let Some(head) = text.strip_suffix(source.as_str()) {
+                let head = head.trim_end().trim_end_matches(':').trim_end();
+                return f.write_str(if head.is_empty() {
+                    "database client error"
+                } else {
+                    head
+                });
+            }
+        }
+        f.write_str(&text)
+    }
+}
+
+impl std::error::Error for SqlxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
 }
 
 /// The SQLSTATE of the session guard (`{prefix}session_v1`).
@@ -962,6 +995,39 @@ mod tests {
         assert_eq!(text_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
         assert_eq!(array_literal(&[]), "'{}'::text[]");
         assert_eq!(array_literal(&["x".to_owned()]), "ARRAY[E'x']::text[]");
+    }
+
+    /// PG-R4-5: sqlx's own text is kept without its source's, which follows in the chain.
+    #[test]
+    fn sqlx_errors_do_not_repeat_their_source() {
+        let chain = |e: &Error| {
+            let mut links = vec![e.to_string()];
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                links.push(s.to_string());
+                source = s.source();
+            }
+            links
+        };
+        let io = unavailable(sqlx::Error::Io(std::io::Error::other("connection reset")));
+        assert_eq!(
+            chain(&io),
+            [
+                "postgres backend unavailable",
+                "error communicating with database",
+                "connection reset"
+            ]
+        );
+        assert!(io.is_retryable());
+        // Without a source, sqlx's text as it is.
+        let plain = unavailable(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            chain(&plain),
+            [
+                "postgres backend unavailable",
+                "pool timed out while waiting for an open connection"
+            ]
+        );
     }
 
     #[test]
