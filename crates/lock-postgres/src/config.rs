@@ -63,12 +63,14 @@ pub enum PostgresDurability {
     /// a grant is reported only once its WAL is flushed, so a server crash cannot undo it.
     #[default]
     Durable,
-    /// Grants and extensions commit with `synchronous_commit = off`: no WAL flush on the
-    /// critical path, but a server *crash* can lose a grant reported in the last moments
-    /// (up to three `wal_writer_delay`s, 600 ms by default) with its lease row; another
-    /// client can then be granted while the first still believes it holds (mutual exclusion
-    /// is lost for that window). Fencing tokens still never repeat (they are seeded from the
-    /// server clock). See the crate README.
+    /// Grants (and, in advisory mode, extensions) commit with `synchronous_commit = off`, set
+    /// per transaction: no WAL flush on the critical path, but a server *crash* can lose a
+    /// grant reported in the last moments (up to three `wal_writer_delay`s, 600 ms by default)
+    /// with its lease row, or undo an extension (the lease then expires at an earlier
+    /// extension's time than its holder computed); another client can then be granted while
+    /// the first still believes it holds (mutual exclusion is lost for that window). Fencing
+    /// tokens still never repeat (they are seeded from the server clock). See the crate
+    /// README.
     Relaxed,
 }
 

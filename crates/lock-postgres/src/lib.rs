@@ -641,7 +641,11 @@ impl Inner {
                     // Queued under the idle cache's lock: a session released from now on is
                     // handed to us rather than cached.
                     let (tx, rx) = oneshot::channel();
-                    locked(&sessions.waiters).push_back(tx);
+                    let mut waiters = locked(&sessions.waiters);
+                    // Waits that gave up leave their senders behind until a release pops
+                    // them: dropped here, so a long stall at the cap does not pile them up.
+                    waiters.retain(|waiter| !waiter.is_closed());
+                    waiters.push_back(tx);
                     Err(rx)
                 }
             }
