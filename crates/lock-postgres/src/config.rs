@@ -63,12 +63,14 @@ pub enum PostgresDurability {
     /// a grant is reported only once its WAL is flushed, so a server crash cannot undo it.
     #[default]
     Durable,
-    /// Grants and extensions commit with `synchronous_commit = off`: no WAL flush on the
-    /// critical path, but a server *crash* can lose a grant reported in the last moments
-    /// (up to three `wal_writer_delay`s, 600 ms by default) with its lease row; another
-    /// client can then be granted while the first still believes it holds (mutual exclusion
-    /// is lost for that window). Fencing tokens still never repeat (they are seeded from the
-    /// server clock). See the crate README.
+    /// Grants (and, in advisory mode, extensions) commit with `synchronous_commit = off`, set
+    /// per transaction: no WAL flush on the critical path, but a server *crash* can lose a
+    /// grant reported in the last moments (up to three `wal_writer_delay`s, 600 ms by default)
+    /// with its lease row, or undo an extension (the lease then expires at an earlier
+    /// extension's time than its holder computed); another client can then be granted while
+    /// the first still believes it holds (mutual exclusion is lost for that window). Fencing
+    /// tokens still never repeat (they are seeded from the server clock). See the crate
+    /// README.
     Relaxed,
 }
 
@@ -144,11 +146,15 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// Advisory mode: the most server sessions this backend opens for held leases, waiting
     /// acquisitions and its idle-session cache (`LOCK_POSTGRES_MAX_SESSIONS`, review finding
-    /// PG-6), on top of the pool and the one `LISTEN` session. Acquisitions beyond it wait in
-    /// the client for a session to come free (woken by a local release), within their own
-    /// bounds. Default 64: a third of PostgreSQL's default `max_connections` (100) below it,
-    /// so a herd on one hot lock in one process cannot take the whole server, while 64 leases
-    /// held at once by one process is far above ordinary use. Lease mode opens no sessions.
+    /// PG-6), on top of the pool and the one `LISTEN` session; the session of a dropped
+    /// acquisition counts until its backend is gone (PG-R4-4). Waiting acquisitions beyond it
+    /// wait in the client for a session to come free (woken by a local release), within their
+    /// own bounds; a try (`try_lock` and the like, which make one attempt) fails at once with
+    /// [`Error::ProviderUnavailable`] naming `LOCK_POSTGRES_MAX_SESSIONS`, whether the lock is
+    /// free or not (PG-R4-1). Default 64: a third of PostgreSQL's default `max_connections`
+    /// (100) below it, so a herd on one hot lock in one process cannot take the whole server,
+    /// while 64 leases held at once by one process is far above ordinary use. Lease mode opens
+    /// no sessions.
     pub max_sessions: u32,
     /// How long to wait for a connection (from the pool or a new session). Default 5 s.
     pub connect_timeout: Duration,
@@ -200,7 +206,7 @@ impl PostgresConfig {
     /// | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush (a server crash can undo a reported grant) |
     /// | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and the NOTIFY channel |
     /// | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the pool (held advisory locks have their own sessions) |
-    /// | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and idle reuse (beyond it, acquisitions wait in the client) |
+    /// | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and idle reuse (beyond it, waiting acquisitions wait in the client and tries fail at once) |
     /// | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
     /// | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the one `LISTEN` session connects (straight to the server when the URL goes through PgBouncer) |
     ///

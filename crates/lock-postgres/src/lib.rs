@@ -33,6 +33,9 @@ fn clean_up_bound(inner: &Inner) -> Duration {
 }
 /// How long a contender waits for the session of an expired or force-released lease to end.
 const TERMINATE_WAIT_MS: i64 = 5000;
+/// The bound of ending an orphaned session (PG-R4-4): a pooled connection, then
+/// `pg_terminate_backend`'s wait. Past it, the orphan's permit is given back unconfirmed.
+const ORPHAN_BOUND: Duration = Duration::from_secs(10);
 
 /// The PostgreSQL backend, in advisory or lease mode (see the crate docs). Cheap to clone:
 /// clones share the pool, the sessions of held advisory locks and the NOTIFY listener.
@@ -59,8 +62,33 @@ struct Session {
     conn: PgConnection,
     pid: i32,
     reused: bool,
-    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes.
-    permit: OwnedSemaphorePermit,
+    /// One of the [`PostgresConfig::max_sessions`] permits, returned when the session closes
+    /// (or, for an orphan, once its backend is gone).
+    permit: Permit,
+}
+
+/// A session's permit, shared with the [`Flight`] of the acquisition running on the session:
+/// if that acquisition is dropped mid-flight, the flight takes the permit over for the orphan,
+/// which keeps it until its server backend is gone (review finding PG-R4-4).
+#[derive(Clone)]
+struct Permit(Arc<StdMutex<Option<OwnedSemaphorePermit>>>);
+
+impl Permit {
+    fn new(permit: OwnedSemaphorePermit) -> Permit {
+        Permit(Arc::new(StdMutex::new(Some(permit))))
+    }
+
+    fn take(&self) -> Option<OwnedSemaphorePermit> {
+        locked(&self.0).take()
+    }
+}
+
+/// The session of an acquisition dropped mid-flight: its backend may still wait for, or hold,
+/// the lock on the server until it is terminated, so it keeps its session permit until then.
+struct Orphan {
+    lease: LeaseId,
+    /// `None` when no task ends the orphan (no runtime when it was dropped).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Sessions {
@@ -74,9 +102,9 @@ struct Sessions {
     held: StdMutex<HashMap<LeaseId, Arc<tokio::sync::Mutex<Option<Session>>>>>,
     /// Sessions that hold nothing, kept for the next acquisition.
     idle: StdMutex<Vec<Session>>,
-    /// Sessions of acquisitions dropped mid-flight: they may still wait for, or hold, the lock
-    /// on the server until they are terminated.
-    orphans: StdMutex<HashMap<LeaseId, i32>>,
+    /// Sessions of acquisitions dropped mid-flight, by backend pid: they may still wait for, or
+    /// hold, the lock on the server until they are terminated, and keep their permits till then.
+    orphans: StdMutex<HashMap<i32, Orphan>>,
 }
 
 fn locked<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -281,24 +309,23 @@ impl Postgres {
         }
         let mut ends = 0;
         loop {
-            // Beyond the session cap, wait in the client (PG-6): for as long as a server-side
-            // wait would, or for a plain try as long as for a pooled connection.
-            let wait = request
-                .claim
-                .map_or(inner.config.connect_timeout, |claim| claim / 3);
+            // Beyond the session cap, a waiting acquisition waits in the client (PG-6) for as
+            // long as a server-side wait would. A plain try makes one attempt: it does not wait
+            // for a session, and cannot say "busy" about a lock it did not look at, so it fails
+            // at once, naming the cap (review finding PG-R4-1).
+            let wait = request.claim.map_or(Duration::ZERO, |claim| claim / 3);
             let Some(mut session) = inner.session(wait).await? else {
                 if request.claim.is_some() {
                     return Ok(Acquired::Busy { retry_after: None });
                 }
                 return Err(Error::unavailable(
                     "postgres",
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) stayed busy \
-                             for {wait:?}",
-                            inner.config.max_sessions
-                        ),
+                    format!(
+                        "all {} advisory sessions (LOCK_POSTGRES_MAX_SESSIONS) are in use by this \
+                         backend's held leases, waits and dropped acquisitions still ending; a try \
+                         does not wait for one (lock() does, within its lock_timeout): raise \
+                         LOCK_POSTGRES_MAX_SESSIONS if this process holds that many locks at once",
+                        inner.config.max_sessions
                     ),
                 ));
             };
@@ -306,6 +333,7 @@ impl Postgres {
                 inner: Arc::clone(inner),
                 lease: request.lease_id,
                 pid: session.pid,
+                permit: session.permit.clone(),
                 armed: true,
             };
             let mut outcome = inner
@@ -321,11 +349,12 @@ impl Postgres {
             if outcome.is_err() && session.reused && !session.alive().await {
                 // An idle session that died (a server restart): start afresh.
                 flight.armed = false;
-                let permit = session.permit;
-                drop(session.conn);
+                let permit = session.permit.clone();
+                drop(session);
                 locked(&inner.sessions.idle).clear();
                 session = inner.new_session(permit).await?;
                 flight.pid = session.pid;
+                flight.permit = session.permit.clone();
                 flight.armed = true;
                 outcome = inner
                     .sql
@@ -458,7 +487,7 @@ impl Postgres {
 
     async fn release_advisory(&self, key: &LockKey, lease: LeaseId) -> Result<()> {
         let inner = &self.inner;
-        inner.kill_orphan(lease).await;
+        inner.end_orphans(lease).await;
         let slot = locked(&inner.sessions.held).remove(&lease);
         let session = match slot {
             Some(slot) => slot.lock().await.take(),
@@ -547,10 +576,43 @@ impl Postgres {
 }
 
 impl Inner {
-    async fn new_session(&self, permit: OwnedSemaphorePermit) -> Result<Session> {
-        let connect = PgConnection::connect_with(&self.options);
-        let mut conn = match tokio::time::timeout(self.config.connect_timeout, connect).await {
-            Ok(conn) => conn.map_err(unavailable)?,
+    async fn new_session(&self, permit: Permit) -> Result<Session> {
+        // The library bounds its own statements, whatever a DBA's default (review finding
+        // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
+        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
+        // vanished client while waiting for a lock; and never end this session for being idle
+        // (a DBA's `idle_session_timeout`): it may sit idle while it holds its advisory lock
+        // (review finding PG-2).
+        //
+        // These four are session-level, unlike relaxed durability's `synchronous_commit`,
+        // which each statement sets for itself (review finding PG-R4-3). Each advisory
+        // statement is one extended-protocol statement in an implicit transaction (one round
+        // trip): the server arms the statement timeout and the client check before the
+        // statement runs and fixes the isolation level at its start, so a transaction-local
+        // value set inside it comes too late; and the idle timeout is about the time between
+        // statements. Transaction-local values would cost a preamble round trip per operation.
+        // Only a pooler that shares server connections could carry them to other clients, and
+        // advisory mode refuses those (the connect probe, the guard in every statement).
+        let open = async {
+            let mut conn = PgConnection::connect_with(&self.options)
+                .await
+                .map_err(unavailable)?;
+            let (pid,): (i32,) = sqlx::query_as(
+                "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
+                 set_config('default_transaction_isolation', 'read committed', false), \
+                 set_config('client_connection_check_interval', '1000', false), \
+                 set_config('idle_session_timeout', '0', false)",
+            )
+            .bind(sql::STATEMENT_TIMEOUT)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable)?;
+            Ok::<_, Error>((conn, pid))
+        };
+        // Bounded as a whole: a pooler with no server connection to spare accepts the
+        // connection and then holds its first statement.
+        let (conn, pid) = match tokio::time::timeout(self.config.connect_timeout, open).await {
+            Ok(opened) => opened?,
             Err(_) => {
                 return Err(Error::unavailable(
                     "postgres",
@@ -561,26 +623,6 @@ impl Inner {
                 ));
             }
         };
-        // The library bounds its own statements, whatever a DBA's default (review finding
-        // PG-3); its single statements run in READ COMMITTED, whatever the default isolation
-        // (PG-4: the grant rule reads fresh rows in each statement); PostgreSQL 14+: notice a
-        // vanished client while waiting for a lock; and never
-        // end this session for being idle (a DBA's `idle_session_timeout`): it may sit idle
-        // while it holds its advisory lock (review finding PG-2).
-        let (pid,): (i32,) = sqlx::query_as(
-            "SELECT pg_backend_pid(), set_config('statement_timeout', $1, false), \
-             set_config('default_transaction_isolation', 'read committed', false), \
-             set_config('client_connection_check_interval', '1000', false), \
-             set_config('idle_session_timeout', '0', false), \
-             CASE WHEN $2 THEN set_config('synchronous_commit', 'off', false) END",
-        )
-        .bind(sql::STATEMENT_TIMEOUT)
-        // Relaxed durability (review design D4): the grants and extensions on this session
-        // commit without waiting for their WAL flush (releases do anyway).
-        .bind(self.config.durability == PostgresDurability::Relaxed)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(unavailable)?;
         Ok(Session {
             conn,
             pid,
@@ -590,8 +632,8 @@ impl Inner {
     }
 
     /// A session for an acquisition: an idle one, or a new one within the cap. At the cap,
-    /// waits up to `wait` for a session to come free (a release closes its session for us
-    /// rather than caching it); `None` when none did.
+    /// waits up to `wait` for a session to come free (a release hands its session to us
+    /// rather than caching it); `None` when none did (at once for a zero `wait`).
     async fn session(&self, wait: Duration) -> Result<Option<Session>> {
         let sessions = &self.sessions;
         let handed = {
@@ -602,17 +644,22 @@ impl Inner {
             }
             match Arc::clone(&sessions.permits).try_acquire_owned() {
                 Ok(permit) => Ok(permit),
+                Err(_) if wait.is_zero() => return Ok(None),
                 Err(_) => {
                     // Queued under the idle cache's lock: a session released from now on is
                     // handed to us rather than cached.
                     let (tx, rx) = oneshot::channel();
-                    locked(&sessions.waiters).push_back(tx);
+                    let mut waiters = locked(&sessions.waiters);
+                    // Waits that gave up leave their senders behind until a release pops
+                    // them: dropped here, so a long stall at the cap does not pile them up.
+                    waiters.retain(|waiter| !waiter.is_closed());
+                    waiters.push_back(tx);
                     Err(rx)
                 }
             }
         };
         let handed = match handed {
-            Ok(permit) => return self.new_session(permit).await.map(Some),
+            Ok(permit) => return self.new_session(Permit::new(permit)).await.map(Some),
             Err(handed) => handed,
         };
         // A released session is handed over; a session closed elsewhere frees a permit.
@@ -625,7 +672,7 @@ impl Inner {
         .await;
         match got {
             Ok(Some(Err(session))) => Ok(Some(session)),
-            Ok(Some(Ok(permit))) => self.new_session(permit).await.map(Some),
+            Ok(Some(Ok(permit))) => self.new_session(Permit::new(permit)).await.map(Some),
             _ => Ok(None),
         }
     }
@@ -678,21 +725,52 @@ impl Inner {
         }
     }
 
-    /// Ends the session of an acquisition dropped mid-flight, and waits until it is gone.
-    async fn kill_orphan(&self, lease: LeaseId) {
-        let pid = locked(&self.sessions.orphans).get(&lease).copied();
-        if let Some(pid) = pid {
-            // Bounded: a server that answers nothing must not hang the release.
-            let wait =
-                Duration::from_millis(TERMINATE_WAIT_MS.unsigned_abs()) + Duration::from_secs(5);
-            let _ = tokio::time::timeout(wait, async {
-                if let Ok(mut conn) = self.pool.acquire().await {
-                    let _ = sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await;
-                }
-            })
-            .await;
-            locked(&self.sessions.orphans).remove(&lease);
+    /// Before a release of `lease`: ends the sessions of its acquisitions dropped mid-flight
+    /// (which might otherwise still take the lock after the release), waiting until they are
+    /// gone. Bounded; an orphan whose end is confirmed gives its permit back.
+    async fn end_orphans(&self, lease: LeaseId) {
+        let pids: Vec<i32> = locked(&self.sessions.orphans)
+            .iter()
+            .filter(|(_, orphan)| orphan.lease == lease)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in pids {
+            let gone = self.end_backend(pid).await;
+            let mut orphans = locked(&self.sessions.orphans);
+            // Without a task of its own (see `Flight::drop`), this is the orphan's only end.
+            if gone || orphans.get(&pid).is_some_and(|o| o.permit.is_none()) {
+                orphans.remove(&pid);
+            }
         }
+    }
+
+    /// The task of an acquisition dropped mid-flight: ends its session's backend and then gives
+    /// its permit back (review finding PG-R4-4). When the end cannot be confirmed within
+    /// [`ORPHAN_BOUND`] (the backend is stuck, or the server does not answer), the permit is
+    /// given back anyway, with a warning: the cap is exceeded by that backend while it lasts,
+    /// rather than a permit being lost for good.
+    async fn bury(&self, pid: i32) {
+        let gone = self.end_backend(pid).await;
+        let orphan = locked(&self.sessions.orphans).remove(&pid);
+        if !gone && orphan.is_some_and(|o| o.permit.is_some()) {
+            tracing::warn!(
+                pid,
+                "lock-postgres: the server session of a dropped advisory acquisition could not be \
+                 confirmed ended within {ORPHAN_BOUND:?}; its session permit is given back \
+                 (LOCK_POSTGRES_MAX_SESSIONS is exceeded while that session lasts)"
+            );
+        }
+    }
+
+    /// Terminates backend `pid` on a pooled connection and waits, within [`ORPHAN_BOUND`],
+    /// until it is gone; true when it is (also when it had ended already).
+    async fn end_backend(&self, pid: i32) -> bool {
+        let ended = tokio::time::timeout(ORPHAN_BOUND, async {
+            let mut conn = self.pool.acquire().await?;
+            sql::terminate_now(&mut conn, &[pid], TERMINATE_WAIT_MS).await
+        })
+        .await;
+        matches!(ended, Ok(Ok(true)))
     }
 }
 
@@ -707,11 +785,15 @@ impl Session {
 }
 
 /// Marks an advisory acquisition in flight: if its future is dropped before it is disarmed, its
-/// session (which may still wait for, or hold, the lock on the server) is terminated.
+/// session (which may still wait for, or hold, the lock on the server) is terminated, and its
+/// permit stays taken until the session's backend is gone (review finding PG-R4-4), so the
+/// cap holds on the server.
 struct Flight {
     inner: Arc<Inner>,
     lease: LeaseId,
     pid: i32,
+    /// The session's permit (shared with it).
+    permit: Permit,
     armed: bool,
 }
 
@@ -720,11 +802,20 @@ impl Drop for Flight {
         if !self.armed {
             return;
         }
-        locked(&self.inner.sessions.orphans).insert(self.lease, self.pid);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        // The session itself is dropped right after this (it closes the connection); its
+        // permit goes with the orphan. With no runtime to end the orphan, nothing could give
+        // the permit back later: it is returned now.
+        let permit = self.permit.take().filter(|_| runtime.is_some());
+        let orphan = Orphan {
+            lease: self.lease,
+            permit,
+        };
+        locked(&self.inner.sessions.orphans).insert(self.pid, orphan);
+        if let Some(runtime) = runtime {
             let inner = Arc::clone(&self.inner);
-            let lease = self.lease;
-            runtime.spawn(async move { inner.kill_orphan(lease).await });
+            let pid = self.pid;
+            runtime.spawn(async move { inner.bury(pid).await });
         }
     }
 }
@@ -759,24 +850,41 @@ async fn wait_session(
 }
 
 /// Advisory mode's check at connect for a transaction-level pooler such as PgBouncer in
-/// transaction pooling mode (review finding PG-7), where a client's statements run on whichever
-/// server connection is free: two client sessions; the first keeps a transaction open (its
-/// server connection busy) while the second asks for its server process; the first commits,
-/// and the second asks again. On the server itself, or through session pooling, each client
-/// session keeps its own server process throughout. Through transaction pooling the second
-/// session shares the first's process, or (PgBouncer hands out the most recently freed server
-/// connection first) moves to the first's process, or cannot run while the first's
-/// transaction is open (a pool of one). A pooler that hands out connections in another order
-/// can pass this probe; the guard on every advisory statement still refuses to take or release
-/// anything on another server process than its session's.
+/// transaction pooling mode (review findings PG-7, PG-R4-2, PG-R4-3), where a client's
+/// statements run on whichever server connection is free.
+///
+/// Two client sessions, A and B, run single statements one after the other (no transaction is
+/// held open): A twice, B twice, A again. Each statement returns its server process and a
+/// session-level setting that A's first statement makes (`lock_postgres.probe`, a value unique
+/// to this probe). On the server itself, or through session pooling, each client session keeps
+/// its own server process and A's setting throughout, and B never sees it. Through
+/// transaction pooling, whatever order the pooler hands out idle server connections in (most
+/// recently freed first, PgBouncer's default; oldest first, `server_round_robin = 1`; at
+/// random), the five statements cannot all keep that pattern unless the pool keeps exactly
+/// one idle server connection per client for each of them: B gets A's server connection, or a
+/// session moves between two of its statements, or A's setting is gone. A pooler that pins
+/// server connections to clients between transactions can still pass (it is then a session
+/// pooler for this purpose), and the guard on every advisory statement still refuses to take or
+/// release anything on another server process than its session's.
+///
+/// When B cannot run at all within `within`, the probe says nothing about the pooling mode: a
+/// session pool with no server connection to spare (A holds one for as long as it is
+/// connected) and a transaction pool busy with other clients look the same. `connect` then
+/// goes on (PG-R4-2): the per-statement guard, and the mapping of prepared-statement clashes to
+/// the same configuration error, still catch transaction pooling later.
+///
+/// Under transaction pooling, A's setting may stay on a server connection of the pool: a
+/// custom setting that nothing reads.
 async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<()> {
     use sqlx::Row;
-    async fn pid(conn: &mut PgConnection, text: &'static str) -> sqlx::Result<i32> {
-        let rows = sqlx::raw_sql(text).fetch_all(&mut *conn).await?;
-        rows.into_iter()
-            .next()
-            .ok_or(sqlx::Error::RowNotFound)?
-            .try_get(0)
+    /// The server process and the probe's setting, from one simple query (no prepared
+    /// statement, so it runs through any pooler).
+    async fn look(conn: &mut PgConnection, text: &str) -> sqlx::Result<(i32, String)> {
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(text.to_owned()))
+            .fetch_all(&mut *conn)
+            .await?;
+        let row = rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
     let pooled = |why: String| {
         Err(Error::config(format!(
@@ -791,45 +899,68 @@ async fn probe_pooling(options: &PgConnectOptions, within: Duration) -> Result<(
             "postgres",
             std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the pooling probe got no answer within {within:?}"),
+                format!(
+                    "the pooling probe got no answer within {within:?} (a server, or a pooler \
+                     with no server connection to spare, that does not answer)"
+                ),
             ),
         )
     };
+    // Unique to this probe: digits only, so it needs no quoting.
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    let set = format!("SELECT pg_backend_pid(), set_config('lock_postgres.probe', '{tag}', false)");
+    let get = "SELECT pg_backend_pid(), coalesce(current_setting('lock_postgres.probe', true), '')";
     let probe = async {
-        let mut first = PgConnection::connect_with(options).await?;
-        let mut second = PgConnection::connect_with(options).await?;
-        let a = pid(&mut first, "BEGIN; SELECT pg_backend_pid()").await?;
-        let b =
-            match tokio::time::timeout(within, pid(&mut second, "SELECT pg_backend_pid()")).await {
-                Ok(b) => Some(b?),
-                Err(_) => None,
-            };
-        sqlx::raw_sql("COMMIT").execute(&mut first).await?;
-        let again = match b {
-            Some(_) => Some(pid(&mut second, "SELECT pg_backend_pid()").await?),
-            None => None,
+        let mut a = PgConnection::connect_with(options).await?;
+        let mut b = PgConnection::connect_with(options).await?;
+        let mut seen = vec![('A', look(&mut a, &set).await?)];
+        seen.push(('A', look(&mut a, get).await?));
+        // B may find no server connection free (a busy session pool): inconclusive.
+        let Ok(first) = tokio::time::timeout(within, look(&mut b, get)).await else {
+            return Ok(None);
         };
-        let _ = first.close().await;
-        let _ = second.close().await;
-        Ok::<_, sqlx::Error>((a, b, again))
+        seen.push(('B', first?));
+        seen.push(('B', look(&mut b, get).await?));
+        seen.push(('A', look(&mut a, get).await?));
+        let _ = a.close().await;
+        let _ = b.close().await;
+        Ok::<_, sqlx::Error>(Some(seen))
     };
-    let (a, b, again) = tokio::time::timeout(within * 3, probe)
+    let seen = tokio::time::timeout(within * 3, probe)
         .await
         .map_err(|_| timed_out())?
         .map_err(unavailable)?;
-    match (b, again) {
-        (None, _) => pooled(format!(
-            "a second session could not run a statement while the first held a transaction \
-             open for {within:?} (a pool of one server connection?)"
-        )),
-        (Some(b), _) if b == a => pooled(format!(
-            "two client sessions ran on one server process ({a})"
-        )),
-        (Some(b), Some(again)) if again != b => pooled(format!(
-            "a client session moved from server process {b} to {again} between two statements"
-        )),
-        _ => Ok(()),
+    let Some(seen) = seen else {
+        return Ok(());
+    };
+    let (a, b) = (seen[0].1.0, seen[2].1.0);
+    for (client, (pid, setting)) in &seen {
+        let (own, other) = if *client == 'A' { (a, b) } else { (b, a) };
+        if *pid == other {
+            return pooled(format!(
+                "two client sessions ran on one server process ({pid})"
+            ));
+        }
+        if *pid != own {
+            return pooled(format!(
+                "a client session moved from server process {own} to {pid} between two \
+                 statements"
+            ));
+        }
+        if (*client == 'A') != (*setting == tag) {
+            return pooled(format!(
+                "a session-level setting was not where it was made (server process {pid})"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// SQLSTATE 55P03 `lock_not_available`: `lock_timeout` fired.

@@ -28,29 +28,85 @@ pub(crate) fn micros(d: Duration) -> i64 {
 }
 
 pub(crate) fn unavailable(e: sqlx::Error) -> Error {
-    // The session guard's error (`{prefix}session_v1`, review finding PG-7): a configuration
-    // problem, not a passing outage, so it is not retried.
     if let Some(db) = e.as_database_error()
-        && db.code().is_some_and(|code| code == POOLED)
+        && let Some(code) = db.code()
     {
-        return Error::config(format!(
-            "PgBouncer transaction pooling (or another transaction-level pooler) detected: {}",
-            db.message()
-        ));
+        // The session guard's error (`{prefix}session_v1`, review finding PG-7): a
+        // configuration problem, not a passing outage, so it is not retried.
+        if code == POOLED {
+            return Error::config(format!(
+                "PgBouncer transaction pooling (or another transaction-level pooler) detected: {}",
+                db.message()
+            ));
+        }
+        // sqlx's named prepared statements clashing with other clients' on a shared server
+        // connection (review finding PG-R4-3): a statement prepared on one server connection
+        // is missing on the next, or its name is taken there by another client's statement.
+        // Only a pooler that shares server connections between transactions does that (the
+        // session guard never gets to run then).
+        if PREPARED_CLASH.contains(&&*code) && db.message().contains("prepared statement") {
+            return Error::config(format!(
+                "PgBouncer transaction pooling (or another transaction-level pooler) detected: \
+                 the server answered \"{}\" (SQLSTATE {code}): the server connection is shared \
+                 with other clients, whose prepared statements clash with ours; advisory mode \
+                 needs a session of its own per lease. Use LOCK_POSTGRES_MODE=lease through the \
+                 pooler, or connect advisory mode straight to the server or through session \
+                 pooling",
+                db.message()
+            ));
+        }
     }
-    Error::unavailable("postgres", e)
+    Error::unavailable("postgres", SqlxError(e))
+}
+
+/// A sqlx error as the source of [`Error::ProviderUnavailable`], saying only what sqlx adds to
+/// its own source (review finding PG-R4-5, DESIGN §4 "no error message repeats its source's
+/// text"): sqlx's messages embed their source ("error returned from database: {the server's
+/// message}", "error communicating with database: {the I/O error}") and return it as their
+/// source too, so a chain printed link by link said everything twice. The chain is kept: this
+/// error's source is sqlx's.
+#[derive(Debug)]
+struct SqlxError(sqlx::Error);
+
+impl std::fmt::Display for SqlxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0.to_string();
+        if let Some(source) = std::error::Error::source(&self.0) {
+            let source = source.to_string();
+            if let Some(head) = text.strip_suffix(source.as_str()) {
+                let head = head.trim_end().trim_end_matches(':').trim_end();
+                return f.write_str(if head.is_empty() {
+                    "database client error"
+                } else {
+                    head
+                });
+            }
+        }
+        f.write_str(&text)
+    }
+}
+
+impl std::error::Error for SqlxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0)
+    }
 }
 
 /// The SQLSTATE of the session guard (`{prefix}session_v1`).
 const POOLED: &str = "LKPB1";
+
+/// The SQLSTATEs of a prepared statement that already exists (42P05), does not exist (26000),
+/// or is another one than the client prepared (08P01, "bind message supplies N parameters, but
+/// prepared statement ... requires M").
+const PREPARED_CLASH: [&str; 3] = ["42P05", "26000", "08P01"];
 
 /// The statements, with the table names and (in advisory mode) the liveness test filled in.
 pub(crate) struct Sql {
     /// Named (cached) prepared statements; off in lease mode, so the statements also work
     /// through PgBouncer in transaction pooling mode.
     persistent: bool,
-    /// Relaxed durability (review design D4): lease mode's grants commit asynchronously
-    /// (advisory sessions are set so when opened).
+    /// Relaxed durability (review design D4): grants (and advisory extensions) commit
+    /// asynchronously, set per statement.
     relaxed: bool,
     pub(crate) channel: String,
     /// The three tables, the index and the functions, for the migration's existence check.
@@ -282,6 +338,18 @@ impl Sql {
             Some(_) => live.clone(),
             None => "FALSE".to_owned(),
         };
+        // Relaxed durability (review design D4) in advisory mode: the grant and extension
+        // statements on the dedicated sessions commit without waiting for their WAL flush,
+        // set in the statement itself (transaction-local, no extra round trip), so nothing is
+        // left on the session (review finding PG-R4-3: a session-level setting would stay on a
+        // server connection a pooler shares). `synchronous_commit` is read at commit, so it
+        // applies to the statement's own implicit transaction wherever it is set in it.
+        let relaxed_sync = "(SELECT set_config('synchronous_commit', 'off', true)) relaxed";
+        let (relaxed_from, relaxed_update) = if relaxed {
+            (format!("{relaxed_sync}, "), format!("FROM {relaxed_sync} "))
+        } else {
+            (String::new(), String::new())
+        };
         let functions = FUNCTIONS
             .replace("{prefix}", prefix)
             .replace("{locks}", &locks)
@@ -341,8 +409,8 @@ impl Sql {
                  FROM {prefix}session_v1($1, 0) n"
             )),
             acquire: s(format!(
-                "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {prefix}acquire_v1(\
-                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                "SELECT o_status, o_token, o_wait, o_pids, o_lim FROM {relaxed_from}\
+                 {prefix}acquire_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  {prefix}session_v1($18, $13), $14, $15, $16, $17)"
             )),
             release: s(format!(
@@ -355,7 +423,7 @@ impl Sql {
                  AND l.expires_at > {NOW} AND {live} RETURNING l.token"
             )),
             extend_own: s(format!(
-                "UPDATE {leases} l SET expires_at = {NOW} + $4 \
+                "UPDATE {leases} l SET expires_at = {NOW} + $4 {relaxed_update}\
                  WHERE l.name = $1 AND l.kind = $2 AND l.lease_id = $3 \
                  AND l.expires_at > {NOW} AND l.pid = {prefix}session_v1($5, pg_backend_pid()) \
                  RETURNING l.token"
@@ -1084,7 +1152,9 @@ pub(crate) async fn terminate_now(
 }
 
 /// Ends the sessions `pids`; true when every one of them ended within `wait_ms` (PostgreSQL's
-/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10).
+/// `pg_terminate_backend` answers false for a session that did not, review finding PG-10), or
+/// had ended already (the orphan of a dropped acquisition may have noticed its closed client
+/// by itself, PG-R4-4).
 ///
 /// A named statement: only advisory mode ends sessions (lease mode never does, review finding
 /// PG-1), and advisory mode needs session-level connections anyway (PG-11).
@@ -1096,12 +1166,14 @@ pub(crate) async fn terminate(
     if pids.is_empty() {
         return Ok(true);
     }
-    let (ended,): (Option<bool>,) =
-        sqlx::query_as("SELECT bool_and(pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p")
-            .bind(pids)
-            .bind(wait_ms)
-            .fetch_one(conn)
-            .await?;
+    let (ended,): (Option<bool>,) = sqlx::query_as(
+        "SELECT bool_and(NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = p) \
+         OR pg_terminate_backend(p, $2)) FROM unnest($1::int4[]) AS p",
+    )
+    .bind(pids)
+    .bind(wait_ms)
+    .fetch_one(conn)
+    .await?;
     Ok(ended.unwrap_or(true))
 }
 
@@ -1134,6 +1206,39 @@ mod tests {
         assert_eq!(text_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
         assert_eq!(array_literal(&[]), "'{}'::text[]");
         assert_eq!(array_literal(&["x".to_owned()]), "ARRAY[E'x']::text[]");
+    }
+
+    /// PG-R4-5: sqlx's own text is kept without its source's, which follows in the chain.
+    #[test]
+    fn sqlx_errors_do_not_repeat_their_source() {
+        let chain = |e: &Error| {
+            let mut links = vec![e.to_string()];
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                links.push(s.to_string());
+                source = s.source();
+            }
+            links
+        };
+        let io = unavailable(sqlx::Error::Io(std::io::Error::other("connection reset")));
+        assert_eq!(
+            chain(&io),
+            [
+                "postgres backend unavailable",
+                "error communicating with database",
+                "connection reset"
+            ]
+        );
+        assert!(io.is_retryable());
+        // Without a source, sqlx's text as it is.
+        let plain = unavailable(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            chain(&plain),
+            [
+                "postgres backend unavailable",
+                "pool timed out while waiting for an open connection"
+            ]
+        );
     }
 
     #[test]

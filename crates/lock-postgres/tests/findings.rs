@@ -1,5 +1,6 @@
 //! Regression tests of the review's low findings PG-8 to PG-10 (PG-11 and PG-12 are answered in
-//! the crate README) and of PG-5 (tokens that survive lost commits).
+//! the crate README), of PG-5 (tokens that survive lost commits) and of review round 4's
+//! PG-R4-5 (error chains that do not repeat themselves).
 
 mod common;
 
@@ -245,5 +246,70 @@ async fn tokens_survive_a_lost_lock_row() {
             "{mode:?}: token {second} re-issued after the lock's row was lost (first {first})"
         );
         locker.close().await;
+    }
+}
+
+/// Review finding PG-R4-5: a database error keeps its source chain, but no error in the chain
+/// repeats the text of its source (DESIGN §4): sqlx's own error says "error returned from
+/// database: {the server's message}" and also returns that message as its source. Here a
+/// table is dropped under a lease-mode backend, so every acquisition fails on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_errors_do_not_repeat_their_source() {
+    let Some(url) = common::url_or_skip() else {
+        return;
+    };
+    let prefix = format!(
+        "r45_{}_",
+        ulid::Ulid::generate().to_string().to_ascii_lowercase()
+    );
+    let mut config = common::config(&url, PostgresMode::Lease);
+    config.table_prefix = prefix.clone();
+    let backend = Postgres::connect(config).await.expect("connect");
+    let locker = Locker::builder(backend).retry(one_try()).build().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {prefix}leases")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let err = locker
+        .mutex(format!("r45-{}", ulid::Ulid::generate()))
+        .try_lock()
+        .await
+        .map(|g| g.map(|g| g.token()))
+        .expect_err("an acquisition without its table");
+    let mut chain = vec![err.to_string()];
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    println!("{chain:#?}");
+    locker.close().await;
+    let tables = ["locks", "claims"]
+        .map(|t| format!("{prefix}{t}"))
+        .join(", ");
+    let functions = ["acquire_v1", "release_v1", "unlock_v1", "session_v1"]
+        .map(|f| format!("{prefix}{f}"))
+        .join(", ");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE {tables}; DROP FUNCTION {functions}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+    assert!(
+        chain
+            .last()
+            .is_some_and(|text| text.contains("does not exist")),
+        "the server's message is kept: {chain:#?}"
+    );
+    for pair in chain.windows(2) {
+        assert!(
+            !pair[0].contains(&pair[1]),
+            "{:?} repeats its source {:?}",
+            pair[0],
+            pair[1]
+        );
     }
 }

@@ -21,7 +21,7 @@
 //! | `LOCK_POSTGRES_DURABILITY` | `durable` | `durable`, or `relaxed`: grants commit without a WAL flush, and a server crash can undo a reported grant (exclusion lost for that window; tokens still never repeat) |
 //! | `LOCK_POSTGRES_TABLE_PREFIX` | `lock_` | prefix of the tables and of the NOTIFY channel |
 //! | `LOCK_POSTGRES_MAX_CONNECTIONS` | `5` | size of the connection pool |
-//! | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and reuse; beyond it acquisitions wait in the client |
+//! | `LOCK_POSTGRES_MAX_SESSIONS` | `64` | advisory mode: the most sessions for held leases, waiters and reuse; beyond it waiting acquisitions wait in the client and tries fail at once |
 //! | `LOCK_POSTGRES_CONNECT_TIMEOUT` | `5s` | the longest wait for a connection |
 //! | `LOCK_POSTGRES_LISTEN_URL` | the URL | where the `LISTEN` session connects (straight to the server behind PgBouncer) |
 //! | `LOCK_ETCD_ENDPOINTS` | `localhost:2379` | comma-separated; `https://host:port` for TLS (all or none) |
