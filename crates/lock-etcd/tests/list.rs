@@ -143,20 +143,20 @@ async fn one_page_reads_a_bounded_number_of_keys() {
     assert!(sent < 40_000, "{sent} bytes from etcd for one page of 10");
 
     let before = counter.bytes();
-    let all = pages(locker, "jobs/", 10).await;
+    let all = list_pages(locker, "jobs/", 10).await;
     let whole = counter.bytes() - before;
     println!("the whole listing: {} pages, {whole} bytes", all.len());
     assert_eq!(reports(&all), held, "every held name once, in order");
-    assert_eq!(reports(&pages(locker, "jobs/", 1000).await), held);
+    assert_eq!(reports(&list_pages(locker, "jobs/", 1000).await), held);
     assert_eq!(
-        reports(&pages(locker, "jobs/held-0999", 1).await),
+        reports(&list_pages(locker, "jobs/held-0999", 1).await),
         held[999..].to_vec()
     );
-    assert!(reports(&pages(locker, "jobs/idle", 7).await).is_empty());
+    assert!(reports(&list_pages(locker, "jobs/idle", 7).await).is_empty());
     for guard in guards {
         guard.release().await.unwrap();
     }
-    assert!(reports(&pages(locker, "jobs/", 10).await).is_empty());
+    assert!(reports(&list_pages(locker, "jobs/", 10).await).is_empty());
     locker.close().await;
 }
 
