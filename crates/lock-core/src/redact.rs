@@ -142,7 +142,13 @@ fn mask_userinfo(value: &str) -> String {
     let rest_start = value.find("://").map_or(0, |i| i + 3);
     let rest = &value[rest_start..];
     let authority_end = rest.find(['?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // A password holding a raw `?` or `#` (not percent-encoded) ends the authority early as a
+    // URL parser reads it: mask up to the last `@` then, at the risk of masking more than the
+    // password, never less.
+    let Some(at) = rest[..authority_end]
+        .rfind('@')
+        .or_else(|| rest.rfind('@'))
+    else {
         return value.to_owned();
     };
     let userinfo = &rest[..at];
@@ -337,6 +343,21 @@ mod tests {
         );
         // An unencoded `@` or `/` in the password is still hidden.
         assert_eq!(redact("redis://u:a@b/c@host"), "redis://u:***@host");
+    }
+
+    #[test]
+    fn hides_passwords_with_raw_question_marks_and_hashes() {
+        for url in [
+            "redis://user:pa#ss@host:6379/0",
+            "redis://:pa?ss@host",
+            "postgres://app:a#b?c@db:5432/app?sslmode=disable",
+        ] {
+            let shown = redact(url);
+            for secret in ["pa#ss", "pa?ss", "a#b?c"] {
+                assert!(!shown.contains(secret), "{url} shown as {shown}");
+            }
+            assert!(shown.contains("***"), "{url} shown as {shown}");
+        }
     }
 
     #[test]
