@@ -145,10 +145,7 @@ fn mask_userinfo(value: &str) -> String {
     // A password holding a raw `?` or `#` (not percent-encoded) ends the authority early as a
     // URL parser reads it: mask up to the last `@` then, at the risk of masking more than the
     // password, never less.
-    let Some(at) = rest[..authority_end]
-        .rfind('@')
-        .or_else(|| rest.rfind('@'))
-    else {
+    let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@')) else {
         return value.to_owned();
     };
     let userinfo = &rest[..at];

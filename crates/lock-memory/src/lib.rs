@@ -4,7 +4,8 @@
 //! in this process only; clones of one [`Memory`] share them, so several
 //! [`Locker`](lock_core::Locker)s on clones coordinate like separate processes would on a
 //! server. Waits are woken by notification, never by polling, and expiry runs on tokio's clock,
-//! so tests may use paused time.
+//! so tests may use paused time. `list` scans the held locks on every page: its cost grows
+//! with the locks held (not with names used before), about 0.1 s a page with 200,000 held.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]

@@ -88,7 +88,8 @@ number and COMMAND is not started.
 
 If the lock is lost while COMMAND runs (force-released, or its extension could not be
 confirmed before the lease could expire), lockctl sends COMMAND SIGTERM, then SIGKILL after
---kill-grace, and exits with 76. If lockctl itself is killed with SIGKILL, nothing extends
+--kill-grace, and exits with 76; until then COMMAND may run next to a new holder. Without a
+terminal, COMMAND runs in a process group of its own and the whole group gets the signals. If lockctl itself is killed with SIGKILL, nothing extends
 the lease any more: the lock is free again after its TTL while COMMAND, if it still runs, runs
 without it; supervisors that kill the whole process group (systemd's default) avoid that.";
 

@@ -6,6 +6,15 @@
 #[cfg(not(unix))]
 compile_error!("lockctl runs on Unix: it forwards Unix signals to its command");
 
+/// `eprintln!` that cannot panic: a broken stderr pipe (`lockctl ... 2>&1 | logger`, logger
+/// gone) must not stop lockctl between losing a lock and stopping its command.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod exit;
 mod run;
@@ -39,7 +48,7 @@ fn main() -> ExitCode {
             Ok(code) => code,
             Err(failure) => {
                 if !failure.message.is_empty() {
-                    eprintln!("lockctl: {}", failure.message);
+                    say!("lockctl: {}", failure.message);
                 }
                 failure.code
             }
@@ -141,7 +150,7 @@ async fn list(locker: lock::Locker, args: ListArgs) -> Result<u8, Failure> {
     };
     let code = print(text.as_bytes());
     if let (Some(cursor), false) = (&next, args.json) {
-        eprintln!(
+        say!(
             "lockctl: stopped after {} lock names; more may follow: lockctl list {} --after {}",
             names.len(),
             shell_quote(&args.prefix),
@@ -179,7 +188,7 @@ fn print(bytes: &[u8]) -> u8 {
         Ok(()) => exit::OK,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            eprintln!("lockctl: cannot write to stdout: {e}");
+            say!("lockctl: cannot write to stdout: {e}");
             exit::SOFTWARE
         }
     }

@@ -33,7 +33,7 @@ pub(crate) async fn run(args: RunArgs, config: Option<&Path>) -> Result<u8, Fail
     let result = hold_and_run(&locker, &args, &mut signals).await;
     let report = locker.close().await;
     if report.not_released > 0 {
-        eprintln!(
+        say!(
             "lockctl: warning: {} lease(s) could not be released; they expire after their TTL",
             report.not_released
         );
@@ -187,12 +187,24 @@ async fn hold_and_run(
         .command
         .split_first()
         .ok_or_else(|| Failure::new(exit::USAGE, "no command given after `--`"))?;
-    let spawned = tokio::process::Command::new(program)
+    // Without a terminal (cron, scripts, services) the command gets a process group of its own,
+    // so a lost lock stops everything it started, not only its first process. On a terminal it
+    // stays in lockctl's group, which keeps the terminal's foreground (a command that reads the
+    // terminal keeps working); Ctrl-C then reaches all of it from the terminal itself.
+    let own_group = !signals::has_terminal();
+    let mut command = tokio::process::Command::new(program);
+    command
         .args(program_args)
         .env("LOCK_NAME", &args.name)
         .env("LOCK_FENCING_TOKEN", guard.token().to_string())
         .env("LOCK_OWNER", locker.owner())
-        .spawn();
+        // A backstop: if lockctl itself fails (a panic), the command is killed, not left
+        // running without the lock.
+        .kill_on_drop(true);
+    if own_group {
+        command.process_group(0);
+    }
+    let spawned = command.spawn();
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -200,7 +212,7 @@ async fn hold_and_run(
             return Err(spawn_failure(program, &e));
         }
     };
-    supervise(child, guard, &what, args.kill_grace, signals).await
+    supervise(child, guard, &what, args.kill_grace, own_group, signals).await
 }
 
 /// `: held by OWNER (token 7, ...)` from a bounded `inspect`, or nothing if that fails.
@@ -242,7 +254,7 @@ fn spawn_failure(program: &OsString, error: &std::io::Error) -> Failure {
 /// Releases the lease, warning on stderr when that fails.
 async fn release(guard: Guard, what: &str) {
     if let Err(e) = guard.release().await {
-        eprintln!(
+        say!(
             "lockctl: warning: releasing the {what} failed ({}); it expires after its TTL",
             chain(&e)
         );
@@ -256,8 +268,10 @@ async fn supervise(
     guard: Guard,
     what: &str,
     kill_grace: Duration,
+    own_group: bool,
     signals: &mut Signals,
 ) -> Result<u8, Failure> {
+    let target = signals::Target::new(child.id(), own_group);
     let lost = guard.lost();
     tokio::pin!(lost);
     let grace = tokio::time::sleep(Duration::ZERO);
@@ -268,27 +282,28 @@ async fn supervise(
         tokio::select! {
             status = child.wait() => break status,
             () = &mut lost, if lost_at.is_none() => {
-                eprintln!(
-                    "lockctl: lost the {what} while the command ran; sending it SIGTERM \
+                // The signal first: nothing may delay it.
+                target.send(Signal::TERM);
+                say!(
+                    "lockctl: lost the {what} while the command ran; sent it SIGTERM \
                      (SIGKILL in {})",
                     short_duration(kill_grace)
                 );
-                signals::send(child.id(), Signal::TERM);
                 let now = Instant::now();
                 lost_at = Some(now);
                 grace.as_mut().reset(deadline(now, kill_grace));
             }
             () = &mut grace, if lost_at.is_some() && !killed => {
-                eprintln!(
-                    "lockctl: the command did not exit within {} of SIGTERM; sending it SIGKILL",
+                target.send(Signal::KILL);
+                killed = true;
+                say!(
+                    "lockctl: the command did not exit within {} of SIGTERM; sent it SIGKILL",
                     short_duration(kill_grace)
                 );
-                signals::send(child.id(), Signal::KILL);
-                killed = true;
             }
             caught = signals.recv() => {
-                if !caught.sent_by_terminal() {
-                    signals::forward(child.id(), caught);
+                if target.own_group() || !caught.sent_by_terminal() {
+                    target.forward(caught);
                 }
             }
         }
@@ -297,7 +312,7 @@ async fn supervise(
         Ok(status) => status,
         Err(e) => {
             // Cannot happen for a child we spawned; stop it rather than leave it unlocked.
-            signals::send(child.id(), Signal::KILL);
+            target.send(Signal::KILL);
             release(guard, what).await;
             return Err(Failure::new(
                 exit::SOFTWARE,
@@ -330,7 +345,7 @@ async fn supervise(
             ))
         }
         Err(e) => {
-            eprintln!(
+            say!(
                 "lockctl: warning: releasing the {what} failed ({}); it expires after its TTL",
                 chain(&e)
             );

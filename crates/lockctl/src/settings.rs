@@ -26,7 +26,7 @@ pub(crate) fn load(file: Option<&Path>) -> Result<Config, Failure> {
     // LOCK_NAME, LOCK_FENCING_TOKEN and LOCK_OWNER (what `run` gives its command, seen by a
     // nested lockctl) are not reported by the library.
     for unknown in Config::unknown_env_vars() {
-        eprintln!("lockctl: warning: {unknown}");
+        say!("lockctl: warning: {unknown}");
     }
     let mut config = Config::from_figment(&figment).map_err(|e| Failure::from_lock(&e))?;
     if config.provider == Provider::Memory {

@@ -1,6 +1,6 @@
 //! The signals `lockctl run` catches and forwards to its command.
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::{Pid, Signal, kill_process, kill_process_group};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// A signal lockctl catches.
@@ -49,6 +49,11 @@ impl Caught {
     pub(crate) fn sent_by_terminal(self) -> bool {
         matches!(self, Caught::Int | Caught::Quit) && in_terminal_foreground()
     }
+}
+
+/// Whether lockctl runs in the foreground of a terminal (a user typing, who can press Ctrl-C).
+pub(crate) fn has_terminal() -> bool {
+    in_terminal_foreground()
 }
 
 /// Whether lockctl's process group is the foreground group of its controlling terminal.
@@ -109,19 +114,44 @@ impl Signals {
     }
 }
 
-/// Sends `signal` to the process `pid` (the command). Errors (it exited meanwhile) are
-/// ignored: the caller is about to reap it.
-pub(crate) fn send(pid: Option<u32>, signal: Signal) {
-    let Some(pid) = pid
-        .and_then(|pid| i32::try_from(pid).ok())
-        .and_then(Pid::from_raw)
-    else {
-        return;
-    };
-    let _ = kill_process(pid, signal);
+/// Where the command's signals go: its own process, or its whole process group (when lockctl
+/// started it in a group of its own, so that what the command started is stopped with it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pid: Option<Pid>,
+    group: bool,
 }
 
-/// Forwards a caught signal to the command.
-pub(crate) fn forward(pid: Option<u32>, caught: Caught) {
-    send(pid, caught.signal());
+impl Target {
+    /// The command `pid`; `group` when it leads a process group of its own.
+    pub(crate) fn new(pid: Option<u32>, group: bool) -> Target {
+        let pid = pid
+            .and_then(|pid| i32::try_from(pid).ok())
+            .and_then(Pid::from_raw);
+        Target { pid, group }
+    }
+
+    /// Whether the command has a process group of its own: a terminal's Ctrl-C then reaches
+    /// lockctl only, and lockctl forwards it.
+    pub(crate) fn own_group(self) -> bool {
+        self.group
+    }
+
+    /// Sends `signal`. Errors (the command exited meanwhile) are ignored: the caller is about
+    /// to reap it.
+    pub(crate) fn send(self, signal: Signal) {
+        let Some(pid) = self.pid else {
+            return;
+        };
+        if self.group {
+            let _ = kill_process_group(pid, signal);
+        } else {
+            let _ = kill_process(pid, signal);
+        }
+    }
+
+    /// Forwards a caught signal.
+    pub(crate) fn forward(self, caught: Caught) {
+        self.send(caught.signal());
+    }
 }
