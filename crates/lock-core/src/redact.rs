@@ -143,9 +143,13 @@ fn mask_userinfo(value: &str) -> String {
     let rest = &value[rest_start..];
     let authority_end = rest.find(['?', '#']).unwrap_or(rest.len());
     // A password holding a raw `?` or `#` (not percent-encoded) ends the authority early as a
-    // URL parser reads it: mask up to the last `@` then, at the risk of masking more than the
-    // password, never less.
-    let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@')) else {
+    // URL parser reads it: when what comes before has no path (`/`), mask up to the last `@`,
+    // at the risk of masking more than the password, never less.
+    let early = &rest[..authority_end];
+    let Some(at) = early
+        .rfind('@')
+        .or_else(|| (!early.contains('/')).then(|| rest.rfind('@')).flatten())
+    else {
         return value.to_owned();
     };
     let userinfo = &rest[..at];
@@ -355,6 +359,9 @@ mod tests {
             }
             assert!(shown.contains("***"), "{url} shown as {shown}");
         }
+        // An `@` in a path or query is not a password's end.
+        assert_eq!(redact("redis://h:1/0?x=@"), "redis://h:1/0?x=@");
+        assert_eq!(redact("redis://h/0#a:b@c"), "redis://h/0#a:b@c");
     }
 
     #[test]
