@@ -543,15 +543,7 @@ impl Sql {
             }
             return Ok(());
         }
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .persistent(self.persistent)
-            .bind(format!("lock-postgres migration {}", self.channel))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.migrate)))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        self.run_migration(tx, &self.migrate).await
     }
 
     /// The text of `list`'s name scan ($1 the least stored name, $2 the bound above, $3 the
@@ -563,13 +555,23 @@ impl Sql {
     /// Creates `list`'s index on the leases table of an earlier version, under the migration's
     /// lock.
     async fn add_name_index(&self, conn: &mut PgConnection) -> sqlx::Result<()> {
-        let mut tx = begin(conn).await?;
+        let tx = begin(conn).await?;
+        self.run_migration(tx, &self.create_name_index).await
+    }
+
+    /// Runs `sql` in `tx` under the migration's lock (one migration at a time across clients),
+    /// and commits.
+    async fn run_migration(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        sql: &Arc<str>,
+    ) -> sqlx::Result<()> {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(self.persistent)
             .bind(format!("lock-postgres migration {}", self.channel))
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql(AssertSqlSafe(Arc::clone(&self.create_name_index)))
+        sqlx::raw_sql(AssertSqlSafe(Arc::clone(sql)))
             .execute(&mut *tx)
             .await?;
         tx.commit().await

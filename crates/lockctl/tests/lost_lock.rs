@@ -24,6 +24,16 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` still runs once `within` has passed (returns as soon as it is gone): the
+/// signal reaches it at once, it may take a moment to exit.
+fn still_alive_after(pid: i32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    alive(pid)
+}
+
 fn wait_for_file(path: &std::path::Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -70,12 +80,7 @@ fn a_lost_lock_stops_what_the_command_started() {
     force_release(&ctx);
     let ran = proc.wait(Duration::from_secs(30));
     assert_eq!(ran.status.code(), Some(76), "{}", ran.stderr);
-    // The signal reaches the whole group at once; give the grandchild a moment to exit.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(grandchild) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let survived = alive(grandchild);
+    let survived = still_alive_after(grandchild, Duration::from_secs(5));
     let _ = Command::new("kill").arg(grandchild.to_string()).status();
     assert!(
         !survived,
@@ -128,11 +133,7 @@ fn a_broken_stderr_pipe_does_not_keep_the_command_running_unlocked() {
         assert!(Instant::now() < deadline, "lockctl did not end");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(child) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let survived = alive(child);
+    let survived = still_alive_after(child, Duration::from_secs(5));
     let _ = Command::new("kill").arg(child.to_string()).status();
     assert!(
         !survived,
